@@ -1,0 +1,21 @@
+//! airgate: a Kubernetes ingress controller and reverse proxy for AI APIs.
+//!
+//! The crate is split along one seam: the control side (`source`, `translate`, `status`)
+//! turns Kubernetes objects into a [`config::Config`] snapshot; the data side (`proxy`,
+//! `policy`, `upstream`, `tls`) serves traffic from whatever snapshot is current. The two
+//! meet only at [`config::Config`].
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod controller;
+pub mod policy;
+pub mod proxy;
+pub mod runtime;
+pub mod source;
+pub mod status;
+pub mod telemetry;
+pub mod tls;
+pub mod translate;
+pub mod upstream;

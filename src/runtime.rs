@@ -1,0 +1,67 @@
+//! The live state shared by the control side and the data plane: the current snapshot
+//! (one `ArcSwap`), and state that must outlive snapshots (rate-zone counters, the auth
+//! hook client and its cache).
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+
+use crate::config::Config;
+use crate::policy::auth::AuthClient;
+use crate::policy::ratelimit::{Zone, ZoneRegistry};
+
+/// What the data plane reads per request: one routing config plus the zone state it links to.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub config: Config,
+    /// Zone state for `config.zones`, same order.
+    pub zones: Vec<Arc<Zone>>,
+    /// Monotonic counter of published snapshots.
+    pub generation: u64,
+}
+
+/// Holds the current snapshot. Publishing builds everything off the request path and
+/// swaps in one atomic store; readers keep the snapshot they loaded.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    current: ArcSwap<Snapshot>,
+    pub zones: ZoneRegistry,
+    pub auth: AuthClient,
+    ready: AtomicBool,
+}
+
+impl Runtime {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Runtime::default())
+    }
+
+    /// The snapshot to serve one request (or one stream) with.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Link `config` to zone state and swap it in. Returns the new generation.
+    pub fn publish(&self, config: Config) -> u64 {
+        let zones = self.zones.link(&config.zones);
+        let generation = self.current.load().generation + 1;
+        self.current.store(Arc::new(Snapshot {
+            config,
+            zones,
+            generation,
+        }));
+        crate::telemetry::metrics()
+            .config_generation
+            .set(generation as i64);
+        generation
+    }
+
+    /// Ready once the first complete configuration is published (file mode) or the
+    /// first full sync is done (cluster mode).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,3 @@
+//! Where objects come from: manifests on disk (`file`) or the API server (`kube`).
+pub mod file;
+pub mod kube;

@@ -1,0 +1,1 @@
+//! Watches on the API server. OWNER: controller.

@@ -1,0 +1,5 @@
+//! Logging, access logs and Prometheus metrics.
+pub mod access;
+pub mod metrics;
+
+pub use metrics::metrics;
