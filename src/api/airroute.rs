@@ -61,7 +61,11 @@ pub struct RateZone {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Memory bound as a Kubernetes quantity (`10Mi`); least recently used keys are evicted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scalar::opt_string"
+    )]
     pub size: Option<String>,
 }
 
@@ -79,7 +83,11 @@ pub struct Cors {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,
     /// Duration (`24h`) browsers may cache a preflight answer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scalar::opt_string"
+    )]
     pub max_age: Option<String>,
 }
 
@@ -100,7 +108,11 @@ pub struct AuthHook {
     /// Hook response headers copied onto the upstream request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_headers: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scalar::opt_string"
+    )]
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<AuthCache>,
@@ -121,6 +133,7 @@ pub struct AuthHookService {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthCache {
+    #[serde(deserialize_with = "scalar::string")]
     pub ttl: String,
     #[serde(default)]
     pub key: Vec<String>,
@@ -154,7 +167,11 @@ pub struct AIRouteRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RouteRateLimit>,
     /// Largest request body as a quantity (`10Mi`); `0` means unlimited.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scalar::opt_string"
+    )]
     pub max_body_size: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RouteTimeouts>,
@@ -209,13 +226,25 @@ pub struct RouteRateLimit {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RouteTimeouts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scalar::opt_string"
+    )]
     pub connect: Option<String>,
     /// Longest silence between two bytes from the backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scalar::opt_string"
+    )]
     pub read: Option<String>,
     /// Longest silence between two bytes sent to the backend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "scalar::opt_string"
+    )]
     pub send: Option<String>,
 }
 
@@ -242,4 +271,38 @@ pub struct Condition {
     pub last_transition_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// Sizes and durations are strings, but YAML users write `maxBodySize: 0` or `read: 60`;
+/// accept numbers so translation can say what is wrong instead of dropping the document.
+mod scalar {
+    use serde::{Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        U(u64),
+        I(i64),
+        F(f64),
+    }
+
+    impl Raw {
+        fn into_string(self) -> String {
+            match self {
+                Raw::S(s) => s,
+                Raw::U(n) => n.to_string(),
+                Raw::I(n) => n.to_string(),
+                Raw::F(n) => n.to_string(),
+            }
+        }
+    }
+
+    pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<Raw>::deserialize(d)?.map(Raw::into_string))
+    }
+
+    pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Raw::deserialize(d)?.into_string())
+    }
 }
