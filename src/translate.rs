@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
+pub mod annotations;
 pub mod units;
 
 use crate::api::AIRoute;
