@@ -340,3 +340,67 @@ pub async fn next_chunk(response: &mut reqwest::Response, limit: Duration) -> Op
         .expect("chunk arrived in time")
         .expect("stream intact")
 }
+
+/// A WebSocket echo server (HTTP/1.1 Upgrade handled by hyper, frames by tungstenite).
+pub async fn ws_echo_backend() -> TestBackend {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    backend(|mut req: Request<Incoming>| async move {
+        let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+            let mut r = Response::new(full("not a websocket request"));
+            *r.status_mut() = http::StatusCode::BAD_REQUEST;
+            return r;
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() || msg.is_binary() {
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                } else if msg.is_close() {
+                    break;
+                }
+            }
+        });
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert("connection", http::HeaderValue::from_static("upgrade"));
+        h.insert("upgrade", http::HeaderValue::from_static("websocket"));
+        h.insert(
+            "sec-websocket-accept",
+            http::HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("header"),
+        );
+        r
+    })
+    .await
+}
+
+/// A backend that holds each response until the test releases it: for every request the
+/// test receives a sender; sending on it lets the backend answer 200 "released".
+pub async fn gated_backend() -> (TestBackend, mpsc::UnboundedReceiver<oneshot::Sender<()>>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backend = backend(move |_req: Request<Incoming>| {
+        let tx = tx.clone();
+        async move {
+            let (gate_tx, gate_rx) = oneshot::channel();
+            let _ = tx.send(gate_tx);
+            let _ = gate_rx.await;
+            Response::new(full("released"))
+        }
+    })
+    .await;
+    (backend, rx)
+}
