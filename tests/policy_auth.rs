@@ -24,18 +24,18 @@ async fn hook_server() -> Server {
                     ("x-user-id", "u-42".into()),
                     ("x-internal", "hook-only".into()),
                 ],
-                "",
+                String::new(),
                 None,
             ),
-            "slow" => (200, vec![], "", Some(Duration::from_secs(3))),
-            "broken" => (502, vec![], "upstream of the hook is down", None),
+            "slow" => (200, vec![], String::new(), Some(Duration::from_secs(3))),
+            "broken" => (502, vec![], "upstream of the hook is down".into(), None),
             _ => (
                 401,
                 vec![
                     ("www-authenticate", "Bearer realm=\"ai\"".into()),
                     ("x-internal", "hook-only".into()),
                 ],
-                "no",
+                "no".into(),
                 None,
             ),
         }

@@ -20,7 +20,7 @@ async fn permissive_backend() -> Server {
                 ("vary", "Accept-Encoding".to_string()),
                 ("x-frame-options", "SAMEORIGIN".to_string()),
             ],
-            "hello from backend",
+            "hello from backend".into(),
             None,
         )
     })

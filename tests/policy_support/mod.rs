@@ -35,12 +35,7 @@ pub struct Seen {
 }
 
 /// How a test server answers: status, headers, body, and an optional delay.
-pub type Answer = (
-    u16,
-    Vec<(&'static str, String)>,
-    &'static str,
-    Option<Duration>,
-);
+pub type Answer = (u16, Vec<(&'static str, String)>, String, Option<Duration>);
 type Responder = Arc<dyn Fn(&Seen) -> Answer + Send + Sync>;
 
 /// A real HTTP/1.1 server on 127.0.0.1:0 that records every request. Aborted on drop.
@@ -96,10 +91,7 @@ impl Server {
                             for (n, v) in headers {
                                 resp = resp.header(n, v);
                             }
-                            Ok::<_, Infallible>(
-                                resp.body(Full::new(Bytes::from_static(text.as_bytes())))
-                                    .unwrap(),
-                            )
+                            Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(text))).unwrap())
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -113,7 +105,7 @@ impl Server {
 
     /// A backend answering 200 "hello from backend" to everything.
     pub async fn backend() -> Server {
-        Server::start(|_| (200, vec![], "hello from backend", None)).await
+        Server::start(|_| (200, vec![], "hello from backend".into(), None)).await
     }
 
     pub fn seen(&self) -> Vec<Seen> {
