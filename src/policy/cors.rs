@@ -1,15 +1,17 @@
 //! CORS. OWNER: policies. Contract used by the proxy pipeline:
 //! `allowed_origin`, `is_preflight`, `preflight_headers`, `apply` (and `strip_upstream`).
 //!
-//! Behaviour, following ingress-nginx's `enable-cors` template where it defines one:
+//! Behaviour (ingress-nginx's `enable-cors` template is the reference; differences noted):
 //!
 //! - A preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) from an
-//!   allowed origin is answered by the proxy: 204, `Content-Length: 0`, the
+//!   allowed origin is answered by the proxy: 204 with an empty body and the
 //!   [`preflight_headers`]; the backend never sees it.
-//! - A preflight from an origin the policy does not allow is *not* answered by the
-//!   proxy: ingress-nginx's template only short-circuits `OPTIONS` when the origin
-//!   matched, so the request goes to the backend like any other. The response carries
-//!   no `Access-Control-*` headers (see below), so the browser refuses the real request.
+//! - A preflight from an origin the policy does not allow is answered by the proxy too:
+//!   204 with no `Access-Control-*` headers, so the browser fails the preflight and never
+//!   sends the real request. (ingress-nginx's template short-circuited `OPTIONS` only for
+//!   matching origins and forwarded the others to the backend; answering here keeps the
+//!   outcome independent of how the backend treats `OPTIONS`, and backends of AI APIs
+//!   rarely handle it.)
 //! - Every other response (relayed or made by the proxy: 404, 413, 429, 502...) to an
 //!   allowed origin gets [`apply`]: the origin echoed, `Vary: Origin` appended,
 //!   credentials and exposed headers as configured. Other origins get nothing.
@@ -18,7 +20,8 @@
 //!   headers the backend sent. Many AI servers (Ollama, dev servers) answer
 //!   `Access-Control-Allow-Origin: *`; left in place, that would silently widen the
 //!   policy the user wrote. (ingress-nginx overwrote them only for allowed origins and
-//!   let them through for others, which is the surprise we avoid.)
+//!   let them through for others, which is the surprise we avoid.) Routes without a
+//!   CORS policy relay the backend's CORS headers untouched.
 //! - `*` is sent only when the policy allows any origin, and then never together with
 //!   `Access-Control-Allow-Credentials` (browsers reject that pair).
 use http::header::{
