@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::api::AIRoute;
 use crate::runtime::Runtime;
-use crate::translate::{self, Objects, ObjectRef, Options, Severity, Translation};
+use crate::translate::{self, ObjectRef, Objects, Options, Severity, Translation};
 
 /// Files larger than this are refused rather than read into memory.
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
@@ -74,10 +74,10 @@ impl fmt::Display for LoadProblem {
             Severity::Warning => "warning",
         };
         write!(f, "{sev}: ")?;
-        if let Some(object) = &self.object {
-            write!(f, "{object} ")?;
+        match &self.object {
+            Some(object) => write!(f, "{object} ({}#{})", self.file.display(), self.document)?,
+            None => write!(f, "{}#{}", self.file.display(), self.document)?,
         }
-        write!(f, "({}#{})", self.file.display(), self.document)?;
         if let Some(field) = &self.field {
             write!(f, " {field}")?;
         }
@@ -303,10 +303,7 @@ impl DocContext<'_> {
         let cluster_scoped = kind == "IngressClass";
         let label = match &name {
             Some(n) if cluster_scoped => format!("{kind} {n}"),
-            Some(n) => format!(
-                "{kind} {}/{n}",
-                namespace.as_deref().unwrap_or("default")
-            ),
+            Some(n) => format!("{kind} {}/{n}", namespace.as_deref().unwrap_or("default")),
             None => kind.clone(),
         };
         match (api_version.as_str(), kind.as_str()) {
@@ -660,20 +657,21 @@ impl FileSource {
         use notify::{RecursiveMode, Watcher};
 
         let (tx, mut rx) = mpsc::channel::<()>(1);
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let relevant = match &event {
-                Ok(ev) => !matches!(ev.kind, notify::EventKind::Access(_)),
-                Err(_) => true,
-            };
-            // A full channel already holds a pending reload; dropping is fine.
-            if relevant {
-                let _ = tx.try_send(());
-            }
-        })
-        .map_err(|source| Error::Watch {
-            path: self.root.clone(),
-            source,
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let relevant = match &event {
+                    Ok(ev) => !matches!(ev.kind, notify::EventKind::Access(_)),
+                    Err(_) => true,
+                };
+                // A full channel already holds a pending reload; dropping is fine.
+                if relevant {
+                    let _ = tx.try_send(());
+                }
+            })
+            .map_err(|source| Error::Watch {
+                path: self.root.clone(),
+                source,
+            })?;
         let is_file = std::fs::metadata(&self.root)
             .map(|m| m.is_file())
             .unwrap_or(false);
@@ -772,7 +770,10 @@ spec:
             namespace: "ai".into(),
             name: "s".into(),
         };
-        assert_eq!(l.objects.origins.get(&key).map(String::as_str), Some("x.yaml#2"));
+        assert_eq!(
+            l.objects.origins.get(&key).map(String::as_str),
+            Some("x.yaml#2")
+        );
     }
 
     #[test]
@@ -795,7 +796,10 @@ spec:
         assert_eq!(p.object.as_deref(), Some("AIRoute ai/bad"));
         assert_eq!(p.field.as_deref(), Some("spec.routes[0].maxBodySize"));
         let line = p.to_string();
-        assert!(line.starts_with("error: AIRoute ai/bad (x.yaml#1) spec.routes[0].maxBodySize: "), "{line}");
+        assert!(
+            line.starts_with("error: AIRoute ai/bad (x.yaml#1) spec.routes[0].maxBodySize: "),
+            "{line}"
+        );
     }
 
     #[test]
@@ -847,7 +851,8 @@ items:
 
     #[test]
     fn wrong_api_version_and_syntax_errors_are_errors() {
-        let l = parse("apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: old}\n");
+        let l =
+            parse("apiVersion: networking.k8s.io/v1beta1\nkind: Ingress\nmetadata: {name: old}\n");
         assert_eq!(l.error_count(), 1);
         assert!(l.problems[0].message.contains("networking.k8s.io/v1"));
 
@@ -870,13 +875,23 @@ items:
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("b")).expect("mkdir");
         std::fs::create_dir(dir.path().join("..data")).expect("mkdir");
-        for f in ["b/z.yml", "a.yaml", "notes.txt", ".swp.yaml", "..data/x.yaml"] {
+        for f in [
+            "b/z.yml",
+            "a.yaml",
+            "notes.txt",
+            ".swp.yaml",
+            "..data/x.yaml",
+        ] {
             std::fs::write(dir.path().join(f), "").expect("write");
         }
         let files = manifest_files(dir.path()).expect("walk");
         let rel: Vec<_> = files
             .iter()
-            .map(|f| f.strip_prefix(dir.path()).expect("under root").to_path_buf())
+            .map(|f| {
+                f.strip_prefix(dir.path())
+                    .expect("under root")
+                    .to_path_buf()
+            })
             .collect();
         assert_eq!(rel, vec![PathBuf::from("a.yaml"), PathBuf::from("b/z.yml")]);
         assert!(matches!(
