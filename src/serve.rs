@@ -124,6 +124,8 @@ where
         addr: proxy_args.admin_addr,
         source,
     })?;
+    // Handlers go in before the startup line: whoever reads it may signal right away.
+    let signals = wait_for_signal().await.map_err(Error::Signals)?;
     // Tests and scripts parse this exact line; keep its shape.
     tracing::info!(
         "listening http={} https={} admin={}",
@@ -137,7 +139,6 @@ where
     let source_task = tokio::spawn(source(Box::pin(shutdown.clone().wait())));
     let admin_task = tokio::spawn(admin.serve(shutdown.clone().wait()));
 
-    let signals = wait_for_signal().await.map_err(Error::Signals)?;
     let grace = proxy_args.shutdown_grace;
     let rt = runtime.clone();
     let stop = async move {
