@@ -1,28 +1,41 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
 use airgate::cli::{Cli, Command};
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            // Our error messages already carry their causes; print one clean line.
+            eprintln!("airgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd => {
             print!("{}", airgate::api::crd_yaml());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve(args) => {
+            airgate::serve::serve(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => {
+            let report = airgate::serve::check(&args, &mut std::io::stdout().lock())?;
+            Ok(if report.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Controller(args) => {
-            // TODO(ops): replace with the shared logging setup (honouring --log-format).
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .try_init();
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(airgate::controller::run(args))?;
-            Ok(())
+            airgate::controller::run(args)?;
+            Ok(ExitCode::SUCCESS)
         }
-        _ => anyhow::bail!("not implemented yet"),
     }
 }
