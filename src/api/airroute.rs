@@ -114,7 +114,9 @@ pub struct RateZone {
 pub struct Cors {
     /// Exact origins (`https://app.example.com`), one-label wildcards
     /// (`https://*.example.com`), or `*` (only without credentials).
-    #[serde(default)]
+    // Skipped when empty so the schema carries no `default: []`, which the API server
+    // refuses next to `minItems: 1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(min = 1, max = 32),
         inner(length(max = 256), pattern(ORIGIN_PATTERN))
