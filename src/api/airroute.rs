@@ -232,10 +232,14 @@ impl JsonSchema for ServicePort {
         schemars::json_schema!({
             "description": "A Service port, by number (1-65535) or by name.",
             "x-kubernetes-int-or-string": true,
-            "x-kubernetes-validations": [{
-                "rule": "type(self) == int ? (self >= 1 && self <= 65535) : (size(self) >= 1 && size(self) <= 15)",
-                "message": "port must be a number 1-65535 or a port name of at most 15 characters"
-            }]
+            // Plain OpenAPI bounds, not CEL: each applies only to its own type (numbers
+            // to ints, lengths and pattern to names), and a CEL rule here exceeded the API
+            // server's cost budget once multiplied by the number of routes.
+            "minimum": 1,
+            "maximum": 65535,
+            "minLength": 1,
+            "maxLength": 15,
+            "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
         })
     }
 }
