@@ -144,7 +144,10 @@ fn cel_rules_cover_cross_field_constraints() {
     );
     let port = &route["backend"]["properties"]["service"]["properties"]["port"];
     assert_eq!(port["x-kubernetes-int-or-string"], true);
-    assert!(rules(port)[0].contains("type(self) == int"));
+    // Bounds per type as plain OpenAPI (a CEL rule here exceeded the API server's cost
+    // budget; e2e applies the CRD to a real one).
+    assert_eq!(port["maximum"], 65535);
+    assert_eq!(port["maxLength"], 15);
 }
 
 fn pattern(node: &Value) -> regex::Regex {
