@@ -209,7 +209,7 @@ pub async fn install_crd(env: Arc<Env>) -> R {
             &[
                 "wait",
                 "--for=condition=Established",
-                "crd/airroutes.airgate.dev",
+                "crd/airoutes.airgate.dev",
                 "--timeout=30s",
             ],
             None,
@@ -259,10 +259,7 @@ pub async fn route_change_is_served_within_a_second(env: Arc<Env>) -> R {
 
 pub async fn deleted_route_answers_404(env: Arc<Env>) -> R {
     env.cluster
-        .kubectl(
-            &["delete", "airroute", "-n", NS, "change", "--wait=false"],
-            None,
-        )
+        .kubectl(&["delete", "air", "-n", NS, "change", "--wait=false"], None)
         .await?;
     env.answers("change.e2e.test", "/v2/x", 404, Duration::from_secs(2))
         .await
@@ -313,7 +310,7 @@ pub async fn missing_service_sets_resolved_refs_false(env: Arc<Env>) -> R {
         "ResolvedRefs=False naming the Service",
         Duration::from_secs(15),
         || async {
-            let obj = cluster.get_json("airroute", NS, "ghost").await?;
+            let obj = cluster.get_json("air", NS, "ghost").await?;
             let c = condition(&obj, "ResolvedRefs").ok_or("no ResolvedRefs condition")?;
             ensure!(c["status"] == "False", "ResolvedRefs is {c}");
             ensure!(
@@ -509,7 +506,7 @@ pub async fn status_is_written(env: Arc<Env>) -> R {
         "AIRoute api Accepted, ResolvedRefs and Ready",
         Duration::from_secs(15),
         || async {
-            let obj = cluster.get_json("airroute", NS, "api").await?;
+            let obj = cluster.get_json("air", NS, "api").await?;
             for t in ["Accepted", "ResolvedRefs", "Ready"] {
                 let c = condition(&obj, t).ok_or(format!("no {t} condition: {}", obj["status"]))?;
                 ensure!(c["status"] == "True", "{t} is {c}");
