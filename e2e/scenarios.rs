@@ -506,7 +506,23 @@ pub async fn status_is_written(env: Arc<Env>) -> R {
         "AIRoute api Accepted, ResolvedRefs and Ready",
         Duration::from_secs(15),
         || async {
-            let obj = cluster.get_json("air", NS, "api").await?;
+            // kubectl hides managedFields unless asked.
+            let out = cluster
+                .kubectl(
+                    &[
+                        "get",
+                        "air",
+                        "-n",
+                        NS,
+                        "api",
+                        "-o",
+                        "json",
+                        "--show-managed-fields",
+                    ],
+                    None,
+                )
+                .await?;
+            let obj: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
             for t in ["Accepted", "ResolvedRefs", "Ready"] {
                 let c = condition(&obj, t).ok_or(format!("no {t} condition: {}", obj["status"]))?;
                 ensure!(c["status"] == "True", "{t} is {c}");
