@@ -44,6 +44,7 @@ async fn e2e() {
         scenario!(scenarios::other_class_ingress_is_ignored),
         scenario!(scenarios::tls_secret_added_later_is_served),
         scenario!(scenarios::status_is_written),
+        scenario!(scenarios::replicas_elect_one_status_writer),
         scenario!(scenarios::apiserver_restart_does_not_interrupt_traffic),
     ];
 

@@ -640,3 +640,82 @@ mod base64_engine {
         assert_eq!(encode(b"foobar"), "Zm9vYmFy");
     }
 }
+
+async fn leader_gauge(http: &reqwest::Client, c: &Controller) -> R<i64> {
+    let (status, body) = get(http, &format!("http://{}/metrics", c.admin)).await?;
+    ensure!(status == 200, "/metrics answered {status}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("airgate_leader "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no airgate_leader in /metrics".to_string())
+}
+
+/// Two more replicas on their own Lease: both serve traffic, exactly one leads, and when
+/// the leader stops (releasing the Lease) the other takes over within seconds.
+pub async fn replicas_elect_one_status_writer(env: Arc<Env>) -> R {
+    let args = [
+        "--election-id",
+        "e2e-election",
+        "--publish-address",
+        PUBLISH_ADDRESS,
+    ];
+    let first = Controller::start(&env.cluster, &args).await;
+    let plain = client(&[], Vec::new());
+    eventually(
+        "the first replica leads",
+        Duration::from_secs(15),
+        || async {
+            ensure!(leader_gauge(&plain, &first).await? == 1, "not leader yet");
+            Ok(())
+        },
+    )
+    .await?;
+    let second = Controller::start(&env.cluster, &args).await;
+    let web = client(HOSTS, Vec::new());
+    let url = format!("http://web.e2e.test:{}/", second.http.port());
+    eventually(
+        "the follower serves traffic",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = get(&web, &url).await?;
+            ensure!(
+                status == 200 && body.starts_with("backend=a "),
+                "{status} {body}"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    ensure!(
+        leader_gauge(&plain, &second).await? == 0,
+        "two replicas lead the same Lease"
+    );
+    let lease = env
+        .cluster
+        .get_json("lease", "default", "e2e-election")
+        .await?;
+    ensure!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "Lease has no holder: {lease}"
+    );
+    let stopped = first.terminate().await?;
+    ensure!(
+        stopped.success(),
+        "leader exited with {stopped} after SIGTERM"
+    );
+    // Released on shutdown, so no need to wait out the 15 s lease.
+    eventually(
+        "the follower takes over",
+        Duration::from_secs(8),
+        || async {
+            ensure!(leader_gauge(&plain, &second).await? == 1, "not leader yet");
+            Ok(())
+        },
+    )
+    .await?;
+    let stopped = second.terminate().await?;
+    ensure!(stopped.success(), "second replica exited with {stopped}");
+    Ok(())
+}
