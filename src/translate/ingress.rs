@@ -332,7 +332,7 @@ fn backend(
             return None;
         }
     };
-    match refs.resolve_service(ns, &svc.name, port, ann.backend_protocol) {
+    match refs.resolve_service(ns, &svc.name, port, Some(ann.backend_protocol)) {
         Ok(u) => Some(upstream_backend(u)),
         Err(u) => {
             let sub = if u.reason == "ServicePortNotFound" {

@@ -1163,3 +1163,176 @@ fn url_upstream_forms() {
         assert!(url_upstream("n", bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn app_protocol_picks_upstream_protocol_for_airroutes() {
+    let y = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: tls-llm, namespace: ai}
+spec: {ports: [{name: api, port: 443, appProtocol: https}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: tls-llm-1, namespace: ai, labels: {kubernetes.io/service-name: tls-llm}}
+addressType: IPv4
+ports: [{name: api, port: 8443}]
+endpoints: [{addresses: ["10.0.0.1"]}]
+---
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: a, namespace: ai}
+spec:
+  routes: [{path: /, backend: {service: {name: tls-llm, port: 443}}}]
+"#;
+    let t = run(y);
+    match &route(&t, "h", "/").unwrap().backend {
+        Backend::Upstream(u) => assert_eq!(u.protocol, UpstreamProtocol::Https),
+        b => panic!("{b:?}"),
+    }
+}
+
+/// Creation times are compared as times, not as text (`00Z` sorts after `00.5Z` as text).
+#[test]
+fn conflict_age_uses_timestamps_not_text() {
+    let ar = |name: &str, ts: &str| {
+        format!(
+            r#"
+---
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: {name}, namespace: ai, creationTimestamp: "{ts}"}}
+spec:
+  routes: [{{path: /v1, backend: {{url: "http://10.0.0.1"}}}}]
+"#
+        )
+    };
+    let t = run(&format!(
+        "{}{}",
+        ar("a-later", "2026-01-01T00:00:00.5Z"),
+        ar("z-earlier", "2026-01-01T00:00:00Z")
+    ));
+    assert_eq!(
+        route_name(&t, "h", "/v1").as_deref(),
+        Some("airroute/ai/z-earlier/v1")
+    );
+}
+
+/// The example in DESIGN.md, as users will copy it, translates without errors.
+#[test]
+fn design_example_translates() {
+    let y = format!(
+        r#"
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: ai-stack, namespace: ai}}
+spec:
+  ingressClassName: airgate            # optional; the default class when omitted
+  hosts: ["ai.example.com"]            # exact or *.wildcard (one label); empty = any host
+  tls:
+    secretName: ai-example-tls         # kubernetes.io/tls Secret in the same namespace
+    redirect: true                     # plain HTTP -> 308 to https (default true when tls set)
+  rateZones:                           # nginx limit_req_zone
+    - name: llm
+      rate: 4r/m                       # "N r/s" or "N r/m", written 10r/s, 4r/m
+      key: clientIP                    # clientIP (default) | header:<Name>
+      size: 10Mi                       # bounded memory; least recently used keys evicted
+  cors:
+    allowOrigins: ["https://app.example.com"]   # exact origins; https://*.example.com allowed
+    allowMethods: [GET, POST, OPTIONS]
+    allowHeaders: [Authorization, Content-Type]
+    exposeHeaders: []
+    allowCredentials: false
+    maxAge: 24h
+  authHook:                            # nginx auth_request
+    url: http://auth.ai.svc:8080/internal/auth  # or service: {{name, port, path}}
+    forwardHeaders: [X-API-Key]        # request headers sent to the hook; never the body
+    copyHeaders: [X-User-Id]           # hook response headers added to the upstream request
+    timeout: 2s
+    cache: {{ttl: 30s, key: [X-API-Key]}}          # optional
+  securityHeaders: true                # the standard set (nosniff, frame DENY, referrer, CSP)
+  routes:
+    - path: /tts/
+      pathType: Prefix                 # Prefix (default, element-wise like Ingress) | Exact
+      stripPrefix: true                # like nginx proxy_pass http://upstream/;
+      backend:
+        service: {{name: kokoro-tts, port: 9010}}  # resolved through EndpointSlices
+        # url: http://127.0.0.1:9010             # or a fixed URL (http or https upstream)
+      rateLimit: {{zone: llm, burst: 5, nodelay: true}}   # nginx limit_req
+      maxBodySize: 10Mi                # 413 above it; 0 = unlimited
+      timeouts: {{connect: 5s, read: 300s, send: 60s}}   # read = longest silence between bytes
+      streaming: true                  # never buffer; flush each chunk (SSE)
+      websocket: true                  # allow Upgrade; the read timeout is the idle limit
+      auth: true                       # apply spec.authHook (default true when it is set)
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: kokoro-tts, namespace: ai}}
+spec: {{ports: [{{port: 9010}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: kokoro-tts-1, namespace: ai, labels: {{kubernetes.io/service-name: kokoro-tts}}}}
+addressType: IPv4
+ports: [{{port: 9010}}]
+endpoints: [{{addresses: ["10.3.0.1"]}}]
+"#
+    );
+    let t = run(&y);
+    assert_eq!(t.error_count(), 0, "{:?}", t.diagnostics);
+    let r = route(&t, "ai.example.com", "/tts/v1/audio").expect("route");
+    assert_eq!(addrs(r), vec!["10.3.0.1:9010".parse().unwrap()]);
+    assert!(r.policy.auth.is_some() && r.policy.cors.is_some());
+    assert_eq!(
+        r.policy.cors.as_ref().unwrap().allow_methods,
+        "GET, POST, OPTIONS"
+    );
+}
+
+/// Translation of a large cluster stays fast enough to run on every change.
+#[test]
+fn large_input_translates_completely() {
+    let n = 1000;
+    let mut o = Objects::default();
+    for i in 0..n {
+        let y = format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: ing{i}, namespace: ns{m}}}
+spec:
+  rules:
+    - host: h{i}.example.com
+      http:
+        paths:
+          - {{path: /a, pathType: Prefix, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}
+          - {{path: /b, pathType: Exact, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}
+          - {{path: /c/d, pathType: Prefix, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}
+{svc}"#,
+            m = i % 50,
+            svc = if i < 50 {
+                svc(&format!("ns{i}"), "s", "10.0.0.1")
+            } else {
+                String::new()
+            }
+        );
+        let more = objects(&y);
+        o.ingresses.extend(more.ingresses);
+        o.services.extend(more.services);
+        o.endpoint_slices.extend(more.endpoint_slices);
+    }
+    let start = std::time::Instant::now();
+    let t = translate(&o, &Options::default());
+    let took = start.elapsed();
+    eprintln!("translated {n} Ingresses ({} routes) in {took:?}", n * 3);
+    assert!(
+        t.diagnostics.is_empty(),
+        "{:?}",
+        &t.diagnostics[..3.min(t.diagnostics.len())]
+    );
+    assert_eq!(t.config.vhosts.len(), n);
+    assert_eq!(
+        route_name(&t, "h777.example.com", "/c/d/e").as_deref(),
+        Some("ingress/ns27/ing777/h777.example.com/c/d")
+    );
+}
