@@ -1221,11 +1221,10 @@ spec:
 /// The example in DESIGN.md, as users will copy it, translates without errors.
 #[test]
 fn design_example_translates() {
-    let y = format!(
-        r#"
+    let y = r#"
 apiVersion: airgate.dev/v1alpha1
 kind: AIRoute
-metadata: {{name: ai-stack, namespace: ai}}
+metadata: {name: ai-stack, namespace: ai}
 spec:
   ingressClassName: airgate            # optional; the default class when omitted
   hosts: ["ai.example.com"]            # exact or *.wildcard (one label); empty = any host
@@ -1245,40 +1244,39 @@ spec:
     allowCredentials: false
     maxAge: 24h
   authHook:                            # nginx auth_request
-    url: http://auth.ai.svc:8080/internal/auth  # or service: {{name, port, path}}
+    url: http://auth.ai.svc:8080/internal/auth  # or service: {name, port, path}
     forwardHeaders: [X-API-Key]        # request headers sent to the hook; never the body
     copyHeaders: [X-User-Id]           # hook response headers added to the upstream request
     timeout: 2s
-    cache: {{ttl: 30s, key: [X-API-Key]}}          # optional
+    cache: {ttl: 30s, key: [X-API-Key]}          # optional
   securityHeaders: true                # the standard set (nosniff, frame DENY, referrer, CSP)
   routes:
     - path: /tts/
       pathType: Prefix                 # Prefix (default, element-wise like Ingress) | Exact
       stripPrefix: true                # like nginx proxy_pass http://upstream/;
       backend:
-        service: {{name: kokoro-tts, port: 9010}}  # resolved through EndpointSlices
+        service: {name: kokoro-tts, port: 9010}  # resolved through EndpointSlices
         # url: http://127.0.0.1:9010             # or a fixed URL (http or https upstream)
-      rateLimit: {{zone: llm, burst: 5, nodelay: true}}   # nginx limit_req
+      rateLimit: {zone: llm, burst: 5, nodelay: true}   # nginx limit_req
       maxBodySize: 10Mi                # 413 above it; 0 = unlimited
-      timeouts: {{connect: 5s, read: 300s, send: 60s}}   # read = longest silence between bytes
+      timeouts: {connect: 5s, read: 300s, send: 60s}   # read = longest silence between bytes
       streaming: true                  # never buffer; flush each chunk (SSE)
       websocket: true                  # allow Upgrade; the read timeout is the idle limit
       auth: true                       # apply spec.authHook (default true when it is set)
 ---
 apiVersion: v1
 kind: Service
-metadata: {{name: kokoro-tts, namespace: ai}}
-spec: {{ports: [{{port: 9010}}]}}
+metadata: {name: kokoro-tts, namespace: ai}
+spec: {ports: [{port: 9010}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
-metadata: {{name: kokoro-tts-1, namespace: ai, labels: {{kubernetes.io/service-name: kokoro-tts}}}}
+metadata: {name: kokoro-tts-1, namespace: ai, labels: {kubernetes.io/service-name: kokoro-tts}}
 addressType: IPv4
-ports: [{{port: 9010}}]
-endpoints: [{{addresses: ["10.3.0.1"]}}]
-"#
-    );
-    let t = run(&y);
+ports: [{port: 9010}]
+endpoints: [{addresses: ["10.3.0.1"]}]
+"#;
+    let t = run(y);
     assert_eq!(t.error_count(), 0, "{:?}", t.diagnostics);
     let r = route(&t, "ai.example.com", "/tts/v1/audio").expect("route");
     assert_eq!(addrs(r), vec!["10.3.0.1:9010".parse().unwrap()]);
