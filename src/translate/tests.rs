@@ -690,7 +690,7 @@ spec:
       pathType: Exact
       backend: {url: "https://models.internal:8443/base/"}
       rateLimit: {zone: keyed, rejectStatus: 503}
-      maxBodySize: "0"
+      maxBodySize: 0
       streaming: false
       websocket: false
       auth: false
@@ -1333,4 +1333,114 @@ spec:
         route_name(&t, "h777.example.com", "/c/d/e").as_deref(),
         Some("ingress/ns27/ing777/h777.example.com/c/d")
     );
+}
+
+fn annotated_ingress(name: &str, annotations: &str, paths: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: web
+  annotations: {{{annotations}}}
+spec:
+  tls: [{{hosts: [secure.example.com]}}]
+  rules:
+    - host: secure.example.com
+      http:
+        paths: [{paths}]
+    - host: plain.example.com
+      http:
+        paths: [{paths}]
+"#
+    )
+}
+
+const BACKEND: &str = "backend: {service: {name: s, port: {number: 80}}}";
+
+#[test]
+fn ingress_annotations_are_wired_per_path() {
+    let y = format!(
+        "{}{}{}",
+        annotated_ingress(
+            "limited",
+            r#"nginx.ingress.kubernetes.io/limit-rps: "5""#,
+            &format!(
+                "{{path: /a, pathType: Prefix, {BACKEND}}}, {{path: /b, pathType: Prefix, {BACKEND}}}"
+            )
+        ),
+        annotated_ingress(
+            "regex",
+            r#"nginx.ingress.kubernetes.io/use-regex: "true""#,
+            &format!("{{path: \"/v[0-9]+/chat\", pathType: ImplementationSpecific, {BACKEND}}}")
+        ),
+        svc("web", "s", "10.0.0.1")
+    );
+    let t = run(&y);
+    assert_eq!(t.error_count(), 0, "{:?}", t.diagnostics);
+
+    // Both paths of one Ingress share its zone, at the right global index.
+    let a = route(&t, "plain.example.com", "/a").unwrap();
+    let b = route(&t, "plain.example.com", "/b").unwrap();
+    let (za, zb) = (
+        a.policy.rate_limit.as_ref().unwrap().zone,
+        b.policy.rate_limit.as_ref().unwrap().zone,
+    );
+    assert_eq!(za, zb);
+    assert_eq!(t.config.zones.len(), 1);
+    assert_eq!(t.config.zones[za].requests, 5);
+    assert!(t.config.zones[za].id.starts_with("web/limited/"));
+
+    // TLS hosts redirect by default (ssl-redirect), plain hosts do not.
+    assert_eq!(
+        route(&t, "secure.example.com", "/a")
+            .unwrap()
+            .policy
+            .https_redirect,
+        Some(308)
+    );
+    assert_eq!(a.policy.https_redirect, None);
+
+    // use-regex: case-insensitive, anchored at the start.
+    let r = route(&t, "plain.example.com", "/V2/Chat/completions").expect("regex route");
+    assert!(r.name.starts_with("ingress/web/regex/"));
+    assert!(matches!(r.path, PathMatch::Regex(_)));
+    assert!(route(&t, "plain.example.com", "/x/v2/chat").is_none());
+}
+
+#[test]
+fn refused_or_invalid_annotations_leave_the_ingress_out() {
+    let y = format!(
+        "{}{}{}",
+        annotated_ingress(
+            "snippet",
+            r#"nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers x""#,
+            &format!("{{path: /snippet, pathType: Prefix, {BACKEND}}}")
+        ),
+        annotated_ingress(
+            "badrate",
+            r#"nginx.ingress.kubernetes.io/limit-rps: "lots""#,
+            &format!("{{path: /badrate, pathType: Prefix, {BACKEND}}}")
+        ),
+        annotated_ingress(
+            "fine",
+            "",
+            &format!("{{path: /fine, pathType: Prefix, {BACKEND}}}")
+        ),
+    );
+    let t = run(&format!("{y}{}", svc("web", "s", "10.0.0.1")));
+    assert!(route(&t, "plain.example.com", "/snippet").is_none());
+    assert!(route(&t, "plain.example.com", "/badrate").is_none());
+    assert!(route(&t, "plain.example.com", "/fine").is_some());
+    for name in ["snippet", "badrate"] {
+        assert!(
+            t.diagnostics
+                .iter()
+                .any(|d| d.object.name == name && d.reason == "InvalidAnnotations"),
+            "{name}: {:?}",
+            t.diagnostics
+        );
+    }
 }
