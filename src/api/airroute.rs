@@ -114,7 +114,6 @@ pub struct RateZone {
 pub struct Cors {
     /// Exact origins (`https://app.example.com`), one-label wildcards
     /// (`https://*.example.com`), or `*` (only without credentials).
-    #[serde(default)]
     #[schemars(
         length(min = 1, max = 32),
         inner(length(max = 256), pattern(ORIGIN_PATTERN))
@@ -230,9 +229,12 @@ impl JsonSchema for ServicePort {
         schemars::json_schema!({
             "description": "A Service port, by number (1-65535) or by name.",
             "x-kubernetes-int-or-string": true,
+            // Length and pattern only constrain the string form (a port name).
+            "maxLength": 15,
+            "pattern": LABEL_PATTERN,
             "x-kubernetes-validations": [{
-                "rule": "type(self) == int ? (self >= 1 && self <= 65535) : (size(self) >= 1 && size(self) <= 15)",
-                "message": "port must be a number 1-65535 or a port name of at most 15 characters"
+                "rule": "type(self) == string || (self >= 1 && self <= 65535)",
+                "message": "port must be a number 1-65535 or a port name"
             }]
         })
     }

@@ -1444,3 +1444,32 @@ fn refused_or_invalid_annotations_leave_the_ingress_out() {
         );
     }
 }
+
+/// An AIRoute exactly as the API server stores and returns it (JSON, numbers kept as
+/// numbers: `maxBodySize: 0`, `size: 1048576`, named port), as the controller sees it.
+#[test]
+fn airroute_as_returned_by_the_api_server_translates() {
+    let json = r#"{"apiVersion":"airgate.dev/v1alpha1","kind":"AIRoute","metadata":{"creationTimestamp":"2026-11-22T01:36:34Z","name":"ai-stack","namespace":"ai"},"spec":{"authHook":{"cache":{"key":["X-API-Key"],"ttl":"30s"},"copyHeaders":["X-User-Id"],"failureStatus":503,"forwardHeaders":["X-API-Key"],"timeout":"2s","url":"http://auth.ai.svc:8080/internal/auth"},"cors":{"allowCredentials":true,"allowHeaders":["Authorization","Content-Type"],"allowMethods":["GET","POST","OPTIONS"],"allowOrigins":["https://app.example.com","https://*.example.com"],"exposeHeaders":[],"maxAge":"24h"},"hosts":["ai.example.com","*.ai.example.com"],"ingressClassName":"airgate","rateZones":[{"key":"clientIP","name":"llm","rate":"4r/m","size":"10Mi"},{"key":"header:X-API-Key","name":"keyed","rate":"10r/s","size":1048576}],"routes":[{"auth":true,"backend":{"service":{"name":"kokoro-tts","port":9010}},"maxBodySize":"10Mi","path":"/tts/","pathType":"Prefix","rateLimit":{"burst":5,"nodelay":true,"zone":"llm"},"streaming":true,"stripPrefix":true,"timeouts":{"connect":"5s","read":"300s","send":"60s"},"websocket":true},{"backend":{"service":{"name":"llm","port":"http"}},"maxBodySize":0,"path":"/v1/models","pathType":"Exact","rateLimit":{"rejectStatus":503,"zone":"keyed"}},{"auth":false,"backend":{"url":"https://api.example.com/v1/"},"path":"/"}],"securityHeaders":true,"tls":{"redirect":true,"secretName":"ai-example-tls"}}}"#;
+    let ar: crate::api::AIRoute = serde_json::from_str(json).expect("AIRoute JSON");
+    let o = Objects {
+        airroutes: vec![ar],
+        ..Objects::default()
+    };
+    let t = translate(&o, &Options::default());
+    assert_eq!(
+        t.error_count(),
+        2,
+        "only the two missing Services: {:?}",
+        t.diagnostics
+    );
+    assert!(
+        t.diagnostics
+            .iter()
+            .all(|d| d.severity == Severity::Warning || d.reason == "ServiceNotFound")
+    );
+    let models = route(&t, "ai.example.com", "/v1/models").expect("route");
+    assert_eq!(models.policy.max_body_size, None);
+    let rl = models.policy.rate_limit.as_ref().unwrap();
+    assert_eq!(t.config.zones[rl.zone].size_bytes, 1048576);
+    assert!(route(&t, "x.ai.example.com", "/tts/a").is_some());
+}
