@@ -86,13 +86,15 @@ impl<'a> Refs<'a> {
         self.secrets.get(&(namespace, name)).copied()
     }
 
-    /// Resolve `namespace/name:port` to ready endpoint addresses.
+    /// Resolve `namespace/name:port` to ready endpoint addresses. With `protocol`
+    /// `None`, the Service port's `appProtocol` decides (`https`, `kubernetes.io/h2c`...),
+    /// plain HTTP otherwise.
     pub fn resolve_service(
         &self,
         namespace: &str,
         name: &str,
         port: PortRef<'_>,
-        protocol: UpstreamProtocol,
+        protocol: Option<UpstreamProtocol>,
     ) -> Result<Upstream, Unresolved> {
         let port_label = match port {
             PortRef::Number(n) => n.to_string(),
@@ -113,6 +115,18 @@ impl<'a> Refs<'a> {
         let svc_port = ports.iter().find(|p| match port {
             PortRef::Number(n) => p.port == n,
             PortRef::Name(n) => p.name.as_deref() == Some(n),
+        });
+
+        let protocol = protocol.unwrap_or_else(|| {
+            match svc_port
+                .and_then(|p| p.app_protocol.as_deref())
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                Some("https" | "kubernetes.io/wss") => UpstreamProtocol::Https,
+                Some("h2c" | "kubernetes.io/h2c" | "grpc") => UpstreamProtocol::H2c,
+                _ => UpstreamProtocol::Http,
+            }
         });
 
         // ExternalName Services have no endpoints: connect to the DNS name.
