@@ -2124,4 +2124,121 @@ mod tests {
             }
         }
     }
+
+    /// Everything an Ingress's annotations decide, for comparing two annotation sets.
+    fn fingerprint(pairs: &[(String, &str)]) -> String {
+        let (ann, diags) = parse(&ingress(pairs));
+        assert!(errors(&diags).is_empty(), "{pairs:?}: {diags:#?}");
+        let mut p = RoutePolicy::default();
+        let mut zones = Vec::new();
+        apply(&ann, &mut p, &mut zones, true);
+        let rewrite = rewrite_for_path(&ann, "/x/(.*)");
+        format!(
+            "{p:?} {zones:?} {rewrite:?} {} {:?}",
+            ann.use_regex, ann.backend_protocol
+        )
+    }
+
+    /// Every supported annotation: the airgate.dev/ and ingress-nginx spellings do the same
+    /// thing, airgate.dev/ wins when both are set, and the value matters.
+    #[test]
+    fn every_annotation_under_both_prefixes_with_precedence() {
+        let rps = [(n("limit-rps"), "10")];
+        let cors = [(n("enable-cors"), "true")];
+        let auth = [(n("auth-url"), "http://10.0.0.5/auth")];
+        let cached = [
+            (n("auth-url"), "http://10.0.0.5/auth"),
+            (n("auth-cache-key"), "$http_authorization"),
+        ];
+        let none: [(String, &str); 0] = [];
+        let cors_origin = [
+            (n("enable-cors"), "true"),
+            (n("cors-allow-origin"), "https://a.example"),
+        ];
+        let no_ssl = [(n("ssl-redirect"), "false")];
+        // (name, other annotations it needs, value, another value, do the values differ?)
+        let cases: Vec<(&str, &[(String, &str)], &str, &str, bool)> = vec![
+            ("limit-rps", &none, "10", "3", true),
+            ("limit-rpm", &none, "60", "30", true),
+            ("limit-burst-multiplier", &rps, "2", "3", true),
+            ("limit-whitelist", &rps, "10.0.0.0/8", "127.0.0.1", true),
+            ("limit-allowlist", &rps, "10.0.0.0/8", "127.0.0.1", true),
+            ("enable-cors", &none, "true", "false", true),
+            (
+                "cors-allow-origin",
+                &cors,
+                "https://a.example",
+                "https://b.example",
+                true,
+            ),
+            ("cors-allow-methods", &cors, "GET", "POST", true),
+            ("cors-allow-headers", &cors, "X-A", "X-B", true),
+            ("cors-expose-headers", &cors, "X-A", "X-B", true),
+            (
+                "cors-allow-credentials",
+                &cors_origin,
+                "true",
+                "false",
+                true,
+            ),
+            ("cors-max-age", &cors, "60", "120", true),
+            ("proxy-body-size", &none, "1m", "2m", true),
+            ("proxy-buffering", &none, "on", "off", false),
+            ("proxy-connect-timeout", &none, "3", "4", true),
+            ("proxy-send-timeout", &none, "30", "40", true),
+            ("proxy-read-timeout", &none, "600", "700", true),
+            ("ssl-redirect", &none, "false", "true", true),
+            ("force-ssl-redirect", &no_ssl, "true", "false", true),
+            ("rewrite-target", &none, "/$1", "/v1/$1", true),
+            ("use-regex", &none, "true", "false", true),
+            (
+                "auth-url",
+                &none,
+                "http://10.0.0.5/a",
+                "http://10.0.0.5/b",
+                true,
+            ),
+            ("auth-method", &auth, "POST", "GET", true),
+            ("auth-response-headers", &auth, "X-A", "X-B", true),
+            ("auth-cache-key", &auth, "$http_x_a", "$http_x_b", true),
+            ("auth-cache-duration", &cached, "200 1m", "200 2m", true),
+            (
+                "whitelist-source-range",
+                &none,
+                "10.0.0.0/8",
+                "127.0.0.1",
+                true,
+            ),
+            (
+                "allowlist-source-range",
+                &none,
+                "10.0.0.0/8",
+                "127.0.0.1",
+                true,
+            ),
+            ("backend-protocol", &none, "GRPC", "HTTPS", true),
+        ];
+        assert_eq!(
+            cases.len(),
+            SUPPORTED.len(),
+            "a case per supported annotation"
+        );
+        for (name, base, v1, v2, differ) in cases {
+            let with = |extra: &[(String, &str)]| {
+                let mut pairs = base.to_vec();
+                pairs.extend_from_slice(extra);
+                fingerprint(&pairs)
+            };
+            let airgate = with(&[(a(name), v1)]);
+            assert_eq!(airgate, with(&[(n(name), v1)]), "{name}: prefixes differ");
+            assert_eq!(
+                airgate,
+                with(&[(a(name), v1), (n(name), v2)]),
+                "{name}: airgate.dev/ must win"
+            );
+            if differ {
+                assert_ne!(airgate, with(&[(n(name), v2)]), "{name}: value ignored");
+            }
+        }
+    }
 }
