@@ -166,7 +166,12 @@ pub fn parse(ingress: &Ingress) -> (IngressAnnotations, Vec<Diagnostic>) {
         annotations,
         object: ObjectRef {
             kind: "Ingress".into(),
-            namespace: ingress.metadata.namespace.clone().unwrap_or_default(),
+            // As the API server does (and translate's `namespace_of`): no namespace is `default`.
+            namespace: ingress
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
             name: ingress.metadata.name.clone().unwrap_or_default(),
         },
         diags: Vec::new(),
@@ -2240,5 +2245,16 @@ mod tests {
                 assert_ne!(airgate, with(&[(n(name), v2)]), "{name}: value ignored");
             }
         }
+    }
+
+    #[test]
+    fn ingress_without_namespace_is_in_default() {
+        let mut ing = ingress(&[(n("limit-rps"), "1"), (n("proxy-body-size"), "x")]);
+        ing.metadata.namespace = None;
+        let (ann, diags) = parse(&ing);
+        assert_eq!(diags[0].object.to_string(), "Ingress default/chat");
+        let mut zones = Vec::new();
+        apply(&ann, &mut RoutePolicy::default(), &mut zones, false);
+        assert_eq!(&*zones[0].id, "default/chat/rps");
     }
 }
