@@ -2162,7 +2162,8 @@ mod tests {
         ];
         let no_ssl = [(n("ssl-redirect"), "false")];
         // (name, other annotations it needs, value, another value, do the values differ?)
-        let cases: Vec<(&str, &[(String, &str)], &str, &str, bool)> = vec![
+        type Case<'a> = (&'a str, &'a [(String, &'a str)], &'a str, &'a str, bool);
+        let cases: Vec<Case> = vec![
             ("limit-rps", &none, "10", "3", true),
             ("limit-rpm", &none, "60", "30", true),
             ("limit-burst-multiplier", &rps, "2", "3", true),
