@@ -150,9 +150,10 @@ struct TimeoutAnnotations {
 }
 
 impl IngressAnnotations {
-    /// True when the Ingress carries an annotation airgate refuses (a `*-snippet`). The
-    /// caller should leave the whole Ingress out; if it does not, [`apply`] makes every
-    /// route answer 403, so the Ingress never serves without what the snippet promised.
+    /// True when the Ingress carries an annotation airgate refuses (a `*-snippet`, or
+    /// `canary: "true"`). The caller should leave the whole Ingress out; if it does not,
+    /// [`apply`] makes every route answer 403, so the Ingress never serves without what
+    /// the annotation promised.
     pub fn refused(&self) -> bool {
         self.refused
     }
@@ -433,6 +434,21 @@ fn check_keys(r: &mut Reader<'_>, ann: &mut IngressAnnotations) {
             continue;
         }
         if SUPPORTED.contains(&name) || (airgate && AIRGATE_ONLY.contains(&name)) {
+            continue;
+        }
+        if !airgate && name == "canary" && parse_bool(value.trim()) == Ok(true) {
+            // A canary Ingress repeats the main Ingress's hosts and paths; served as an
+            // ordinary Ingress it could take all of the traffic instead of a share.
+            ann.refused = true;
+            r.push(
+                Severity::Error,
+                &key,
+                format!(
+                    "annotation {key}: canary releases are not supported by airgate; this \
+                     canary Ingress is not served, so all traffic goes to the main Ingress"
+                ),
+                "UnsupportedAnnotation",
+            );
             continue;
         }
         let enforces_access = UNSUPPORTED_ACCESS_CONTROL.contains(&name)
@@ -2257,5 +2273,20 @@ mod tests {
         let mut zones = Vec::new();
         apply(&ann, &mut RoutePolicy::default(), &mut zones, false);
         assert_eq!(&*zones[0].id, "default/chat/rps");
+    }
+
+    #[test]
+    fn canary_ingress_is_left_out() {
+        let key = n("canary");
+        let (ann, diags) = parse(&ingress(&[
+            (key.clone(), "true"),
+            (n("canary-weight"), "10"),
+        ]));
+        assert!(ann.refused());
+        let d = single_error(&diags, &key);
+        assert!(d.message.contains("not served"));
+        let (ann, diags) = parse(&ingress(&[(key, "false")]));
+        assert!(!ann.refused());
+        assert!(errors(&diags).is_empty());
     }
 }
