@@ -159,7 +159,9 @@ impl IngressAnnotations {
     }
 }
 
-/// Parse every annotation of `ingress` we know; unknown ones are ignored, snippets refused.
+/// Parse every annotation of `ingress` we know. Snippets, canaries and access control we
+/// cannot enforce are refused (errors); other unknown keys under our two prefixes are
+/// reported as warnings and ignored; keys under other prefixes are not ours.
 pub fn parse(ingress: &Ingress) -> (IngressAnnotations, Vec<Diagnostic>) {
     let empty = BTreeMap::new();
     let annotations = ingress.metadata.annotations.as_ref().unwrap_or(&empty);
