@@ -427,9 +427,10 @@ fn check_keys(r: &mut Reader<'_>, ann: &mut IngressAnnotations) {
                 format!(
                     "annotation {key} is refused: snippets inject raw nginx configuration, \
                      which let anyone able to edit an Ingress read the controller's secrets \
-                     (CVE-2021-25742, CVE-2025-1974) and airgate has no nginx to inject into. \
-                     Use the dedicated annotations (see docs/annotations.md) or an AIRoute \
-                     instead; this Ingress is not served until the snippet is removed"
+                     (CVE-2021-25742) or run commands in it (CVE-2023-5043), and airgate \
+                     has no nginx to inject into. Use the dedicated annotations (see \
+                     docs/annotations.md) or an AIRoute instead; this Ingress is not served \
+                     until the snippet is removed"
                 ),
                 "SnippetRefused",
             );
