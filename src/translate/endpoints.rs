@@ -155,9 +155,7 @@ impl<'a> Refs<'a> {
         // BTreeSet: deterministic order and no duplicates across slices.
         let mut addrs = BTreeSet::new();
         for es in self.slices.get(&(namespace, name)).into_iter().flatten() {
-            if es.address_type == "FQDN" {
-                continue;
-            }
+            let fqdn = es.address_type == "FQDN";
             let Some(target) = es
                 .ports
                 .as_deref()
@@ -179,7 +177,12 @@ impl<'a> Refs<'a> {
                     continue;
                 }
                 for a in &ep.addresses {
-                    if let Ok(ip) = a.parse::<IpAddr>() {
+                    let ip = if fqdn {
+                        loopback_name(a)
+                    } else {
+                        a.parse::<IpAddr>().ok()
+                    };
+                    if let Some(ip) = ip {
                         addrs.insert(SocketAddr::new(ip, target));
                     }
                 }
@@ -200,6 +203,17 @@ impl<'a> Refs<'a> {
             Endpoints::Static(addrs.into_iter().collect()),
         ))
     }
+}
+
+/// FQDN endpoints are only followed for `localhost` names: RFC 6761 §6.3 asks
+/// resolvers to answer `localhost` and `*.localhost` with the loopback address, so no
+/// lookup is needed and translation stays pure. The API server refuses loopback IPs in
+/// EndpointSlices, so this is how a node-local backend (and the e2e suite) is published.
+/// Other FQDN endpoints are skipped.
+fn loopback_name(name: &str) -> Option<IpAddr> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    (name == "localhost" || name.ends_with(".localhost"))
+        .then_some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 fn new_upstream(name: String, protocol: UpstreamProtocol, endpoints: Endpoints) -> Upstream {

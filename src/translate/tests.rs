@@ -1163,3 +1163,42 @@ fn url_upstream_forms() {
         assert!(url_upstream("n", bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn fqdn_localhost_endpoints_resolve_to_loopback_and_other_fqdns_are_skipped() {
+    let y = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: tts, namespace: ai}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: tts-a, namespace: ai, labels: {kubernetes.io/service-name: tts}}
+addressType: FQDN
+ports: [{name: http, port: 9001}]
+endpoints: [{addresses: ["backend-a.localhost"]}, {addresses: ["model.example.com"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: tts-b, namespace: ai, labels: {kubernetes.io/service-name: tts}}
+addressType: FQDN
+ports: [{name: http, port: 9002}]
+endpoints: [{addresses: ["LOCALHOST."]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: tts, namespace: ai}
+spec:
+  rules:
+    - http:
+        paths: [{path: /, pathType: Prefix, backend: {service: {name: tts, port: {number: 80}}}}]
+"#;
+    let t = run(y);
+    let r = route(&t, "any", "/speak").expect("route");
+    assert_eq!(
+        addrs(r),
+        ["127.0.0.1:9001", "127.0.0.1:9002"].map(|a| a.parse::<SocketAddr>().unwrap())
+    );
+}
