@@ -88,6 +88,9 @@ pub async fn forward(
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     headers::strip_hop_by_hop(&mut out_headers, websocket);
+    // The proxy answers `Expect: 100-continue` itself (hyper does, when the body is
+    // first read); passing it on would make the upstream send an interim response.
+    out_headers.remove(header::EXPECT);
     let host_value = match &upstream.host_override {
         Some(h) => Some(h.clone()),
         None => ctx
@@ -132,8 +135,11 @@ pub async fn forward(
             .as_ref()
             .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
             .or_else(|| Some(http::uri::Authority::from_static("upstream")));
-    } else if let Some(h) = host_value {
-        out_headers.insert(header::HOST, h);
+    } else {
+        if let Some(h) = host_value {
+            out_headers.insert(header::HOST, h);
+        }
+        headers::join_cookies(&mut out_headers);
     }
     let uri = match Uri::from_parts(uri_parts) {
         Ok(u) => u,
