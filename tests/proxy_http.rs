@@ -603,3 +603,57 @@ async fn upstream_connections_are_reused_across_requests_and_publishes() {
         "{connections} upstream connections for 10 requests"
     );
 }
+
+#[tokio::test]
+async fn stalled_request_body_is_a_408() {
+    let backend = echo_backend().await;
+    let route = RoutePolicy {
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(10),
+            send: Duration::from_millis(300),
+        },
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route("r", "/", upstream(vec![backend.addr]), route)],
+    ))
+    .await;
+    // 10 of 100 promised bytes, then silence (the socket stays open).
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(
+        proxy.http,
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn dns_endpoints_resolve_and_fail_over_between_addresses() {
+    let backend = echo_backend().await;
+    let up = Arc::new(airgate::config::Upstream {
+        name: Arc::from("dns"),
+        protocol: UpstreamProtocol::Http,
+        // `localhost` may also resolve to ::1, where nothing listens: the proxy must
+        // move on to 127.0.0.1.
+        endpoints: airgate::config::Endpoints::Dns {
+            host: "localhost".into(),
+            port: backend.addr.port(),
+        },
+        base_path: "/base".into(),
+        host_override: Some(http::HeaderValue::from_static("model.internal")),
+        tls_server_name: None,
+        next: Default::default(),
+    });
+    let proxy = TestProxy::start(config("", vec![prefix_route("r", "/", up, policy())])).await;
+    let c = client();
+    for _ in 0..4 {
+        let echo = json(c.get(proxy.url("/x")).send().await.unwrap()).await;
+        assert_eq!(echo["path"], "/base/x");
+        assert_eq!(echo["headers"]["host"][0], "model.internal");
+    }
+}

@@ -1,7 +1,6 @@
 //! Forwarding to the upstream: rewrite the target, set proxy headers, stream the body
 //! both ways, and hand WebSocket handshakes over to a tunnel.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
@@ -11,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use super::body::{RequestBody, UpstreamBody};
+use super::body::{BodyVerdict, RequestBody, UpstreamBody};
 use super::errors::json_error;
 use super::headers::{self, Forwarding};
 use super::pipeline::{Ctx, too_large};
@@ -151,8 +150,8 @@ pub async fn forward(
         }
     };
 
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = RequestBody::new(body, policy.max_body_size, timeouts.send, exceeded.clone());
+    let verdict = BodyVerdict::default();
+    let body = RequestBody::new(body, policy.max_body_size, timeouts.send, verdict.clone());
     let mut request = Request::new(body.boxed_unsync());
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
@@ -179,8 +178,15 @@ pub async fn forward(
     let exchange = match sent {
         Ok(exchange) => exchange,
         Err(e) => {
-            if exceeded.load(Ordering::Acquire) {
+            if verdict.too_large() {
                 return (too_large(policy.max_body_size.unwrap_or_default()), false);
+            }
+            if verdict.stalled() {
+                let message = format!(
+                    "the client sent no request body data for {:?}",
+                    timeouts.send
+                );
+                return (json_error(StatusCode::REQUEST_TIMEOUT, &message), false);
             }
             metrics
                 .upstream_errors
