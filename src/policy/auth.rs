@@ -14,8 +14,8 @@
 //!   ingress-nginx's `proxy_set_header` did, so a client cannot forge `X-User-Id`).
 //! - 401/403: deny with that status; only the hook's `WWW-Authenticate` reaches the
 //!   client. The backend is never contacted.
-//! - Anything else, a timeout (`hook.timeout`, covering connect, headers and body) or a
-//!   connection failure: fail closed with `hook.failure_status` (500 like nginx, or 503).
+//! - Anything else, a timeout (`hook.timeout`, from connect to the response headers;
+//!   the hook's body is ignored) or a connection failure: fail closed with `hook.failure_status` (500 like nginx, or 503).
 //!
 //! Answers are cached when the hook has a cache with at least one key header: keyed by
 //! the hook id and the key headers' exact values, for `ttl`; only allow and deny are
@@ -31,6 +31,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -236,8 +237,17 @@ impl AuthClient {
                 source,
             })?;
         let (parts, body) = response.into_parts();
-        // A body over the limit or a broken one only costs the connection's reuse.
-        let _ = Limited::new(body, MAX_HOOK_BODY).collect().await;
+        // The answer is in the status and headers; the body is drained off the request
+        // path so a slow or large one neither delays the client nor fails the check.
+        // Draining lets the pooled connection be reused; an oversized or stalled body
+        // only costs that connection.
+        if !body.is_end_stream() {
+            let timeout = hook.timeout;
+            tokio::spawn(async move {
+                let drain = Limited::new(body, MAX_HOOK_BODY).collect();
+                let _ = tokio::time::timeout(timeout, drain).await;
+            });
+        }
         Ok((parts.status, parts.headers))
     }
 
