@@ -60,6 +60,9 @@ pub struct ProxyArgs {
     /// Number of worker threads for the data plane (0 = one per core).
     #[arg(long, env = "AIRGATE_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
+    /// Where access-log lines go: `stdout`, `off`, or a file path (appended to).
+    #[arg(long, env = "AIRGATE_ACCESS_LOG", default_value = "stdout")]
+    pub access_log: crate::telemetry::access::AccessLogTarget,
 }
 
 #[derive(Debug, Clone, Args)]

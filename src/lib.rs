@@ -6,6 +6,7 @@
 //! meet only at [`config::Config`].
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod controller;
 pub mod policy;
 pub mod proxy;
 pub mod runtime;
+pub mod serve;
 pub mod source;
 pub mod status;
 pub mod telemetry;

@@ -1,14 +1,38 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
 use airgate::cli::{Cli, Command};
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            // Our error messages already carry their causes; print one clean line.
+            eprintln!("airgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crd => {
             print!("{}", airgate::api::crd_yaml());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        _ => anyhow::bail!("not implemented yet"),
+        Command::Serve(args) => {
+            airgate::serve::serve(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => {
+            let report = airgate::serve::check(&args, &mut std::io::stdout().lock())?;
+            Ok(if report.errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Controller(_) => anyhow::bail!("controller mode is not wired yet"),
     }
 }

@@ -5,8 +5,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric airgate exports.
@@ -50,6 +50,11 @@ pub struct Metrics {
     pub watch_events: IntCounterVec,
     /// `airgate_connections_total{listener}` listener = http|https
     pub connections: IntCounterVec,
+    /// `airgate_access_log_dropped_total`: lines dropped because the writer fell behind
+    /// (the request path never waits for the log).
+    pub access_log_dropped: IntCounter,
+    /// `airgate_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -107,6 +112,23 @@ impl Metrics {
         .expect("valid metric");
         r.register(Box::new(ratelimit_keys.clone()))
             .expect("unique metric");
+        let access_log_dropped = IntCounter::new(
+            "airgate_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind",
+        )
+        .expect("valid metric");
+        r.register(Box::new(access_log_dropped.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new("airgate_build_info", "Build information; always 1"),
+            &["version"],
+        )
+        .expect("valid metric");
+        r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         Metrics {
             requests: counter_vec(
                 &r,
@@ -202,6 +224,8 @@ impl Metrics {
                 "Accepted connections by listener",
                 &["listener"],
             ),
+            access_log_dropped,
+            build_info,
             registry: r,
         }
     }
