@@ -277,7 +277,12 @@ fn finish(
     let (mut parts, body) = response.into_parts();
     if let Some(route) = &ctx.route {
         if route.policy.security_headers {
-            security::apply_security_headers(&mut parts.headers);
+            security::apply_security_headers_tls(&mut parts.headers, ctx.conn.tls);
+        }
+        // A route with a CORS policy owns CORS: the backend's own Access-Control-*
+        // headers (often `*`) must not widen it (see policy::cors).
+        if route.policy.cors.is_some() && !ctx.preflight {
+            cors::strip_upstream(&mut parts.headers);
         }
         if let (Some(cors_policy), Some(origin), false) =
             (&route.policy.cors, &ctx.cors_origin, ctx.preflight)
