@@ -115,7 +115,7 @@ async fn run(
     ctx: &mut Ctx,
     shared: &Arc<Shared>,
     life: Lifecycle,
-    parts: Parts,
+    mut parts: Parts,
     body: Incoming,
 ) -> (Response<ProxyBody>, bool) {
     let Some(route) = ctx
@@ -209,7 +209,14 @@ async fn run(
             request_id: &ctx.request_id,
         };
         match shared.runtime.auth.check(hook, &request).await {
-            AuthOutcome::Allow { copy: c } => copy = c,
+            AuthOutcome::Allow { copy: c } => {
+                // Only the hook may set its copyHeaders: drop client-sent copies even
+                // when the hook returned none (ingress-nginx's proxy_set_header did).
+                for name in &hook.copy_headers {
+                    parts.headers.remove(name);
+                }
+                copy = c;
+            }
             AuthOutcome::Deny { status, headers } => {
                 let mut response = json_error(status, "request denied by the auth hook");
                 response.headers_mut().extend(headers);
