@@ -1,1 +1,512 @@
-//! TODO(owner): see module docs in DESIGN.md.
+//! Connections to upstreams: endpoint choice (round robin, DNS), connect with a timeout
+//! and failover, and keep-alive pools for HTTP/1.1 and shared HTTP/2 connections.
+//!
+//! Pools are keyed by protocol, socket address and TLS server name, never by snapshot,
+//! so connections survive reconfiguration and are shared by every route that points at
+//! the same endpoint.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::config::{Endpoints, Upstream, UpstreamProtocol};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both sides of the proxy.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Endpoints tried for one request before giving up (each failed connect moves on).
+const MAX_CONNECT_TRIES: usize = 3;
+/// Idle HTTP/1.1 connections kept per endpoint.
+const MAX_IDLE_PER_KEY: usize = 64;
+/// Idle HTTP/1.1 connections older than this are closed rather than reused; upstream
+/// servers commonly close idle connections after 60-75s and reusing one that is being
+/// closed loses the request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream {upstream} has no endpoints")]
+    NoEndpoints { upstream: String },
+    #[error("resolving {host}: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr} timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("TLS server name {name:?} is invalid")]
+    ServerName { name: String },
+    #[error("HTTP handshake with {addr}: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("upstream {addr} did not send response headers within {timeout:?}")]
+    ResponseTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("upstream {addr}: {source}")]
+    Request {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+}
+
+impl UpstreamError {
+    /// Label for `airgate_upstream_errors_total{kind}`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::ResponseTimeout { .. } | UpstreamError::ConnectTimeout { .. } => {
+                "timeout"
+            }
+            UpstreamError::Request { .. } | UpstreamError::Handshake { .. } => "protocol",
+            _ => "connect",
+        }
+    }
+
+    /// True when no connection could be made at all (the request never left the proxy).
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::NoEndpoints { .. }
+                | UpstreamError::Resolve { .. }
+                | UpstreamError::Connect { .. }
+                | UpstreamError::ConnectTimeout { .. }
+                | UpstreamError::ServerName { .. }
+                | UpstreamError::Handshake { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    /// 0 http, 1 https, 2 h2c, 3 h2 (UpstreamProtocol is not `Hash`).
+    protocol: u8,
+    addr: SocketAddr,
+    server_name: Option<String>,
+}
+
+fn protocol_id(p: UpstreamProtocol) -> u8 {
+    match p {
+        UpstreamProtocol::Http => 0,
+        UpstreamProtocol::Https => 1,
+        UpstreamProtocol::H2c => 2,
+        UpstreamProtocol::H2 => 3,
+    }
+}
+
+fn is_h2(p: UpstreamProtocol) -> bool {
+    matches!(p, UpstreamProtocol::H2c | UpstreamProtocol::H2)
+}
+
+fn is_tls(p: UpstreamProtocol) -> bool {
+    matches!(p, UpstreamProtocol::Https | UpstreamProtocol::H2)
+}
+
+/// Idle HTTP/1.1 connections per endpoint, with the time they became idle.
+type IdlePool = HashMap<PoolKey, Vec<(Instant, http1::SendRequest<ProxyBody>)>>;
+
+enum Sender {
+    H1(http1::SendRequest<ProxyBody>),
+    H2(http2::SendRequest<ProxyBody>),
+}
+
+/// What a successful exchange returns.
+pub struct Exchange {
+    pub response: Response<Incoming>,
+    pub addr: SocketAddr,
+}
+
+/// The upstream connection pools. Lives outside snapshots, for the whole process.
+pub struct Upstreams {
+    idle_h1: Mutex<IdlePool>,
+    h2: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>>>,
+    tls_h1: Arc<ClientConfig>,
+    tls_h2: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").finish_non_exhaustive()
+    }
+}
+
+impl Upstreams {
+    pub fn new() -> Result<Arc<Self>, crate::tls::TlsError> {
+        Ok(Arc::new(Upstreams {
+            idle_h1: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+            tls_h1: crate::tls::upstream_client_config(b"http/1.1")?,
+            tls_h2: crate::tls::upstream_client_config(b"h2")?,
+        }))
+    }
+
+    /// Candidate addresses for one request, starting at the round-robin cursor.
+    async fn candidates(
+        &self,
+        upstream: &Upstream,
+        timeout: Duration,
+    ) -> Result<Vec<SocketAddr>, UpstreamError> {
+        match &upstream.endpoints {
+            Endpoints::Static(addrs) => {
+                if addrs.is_empty() {
+                    return Err(UpstreamError::NoEndpoints {
+                        upstream: upstream.name.to_string(),
+                    });
+                }
+                let start = upstream.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+                Ok((0..addrs.len().min(MAX_CONNECT_TRIES))
+                    .map(|i| addrs[(start + i) % addrs.len()])
+                    .collect())
+            }
+            Endpoints::Dns { host, port } => {
+                let resolved =
+                    tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), *port)))
+                        .await
+                        .map_err(|_| UpstreamError::Resolve {
+                            host: host.clone(),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "DNS lookup timed out",
+                            ),
+                        })?
+                        .map_err(|source| UpstreamError::Resolve {
+                            host: host.clone(),
+                            source,
+                        })?;
+                let mut addrs: Vec<SocketAddr> = resolved.take(16).collect();
+                if addrs.is_empty() {
+                    return Err(UpstreamError::NoEndpoints {
+                        upstream: upstream.name.to_string(),
+                    });
+                }
+                let start = upstream.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+                addrs.rotate_left(start);
+                addrs.truncate(MAX_CONNECT_TRIES);
+                Ok(addrs)
+            }
+        }
+    }
+
+    /// Send `request` to one endpoint of `upstream` and wait up to `read_timeout` for the
+    /// response headers. Endpoints that refuse or time out on connect are skipped (the
+    /// request has not been sent to them). `upgrade` requests get a dedicated HTTP/1.1
+    /// connection that is never pooled.
+    pub async fn send(
+        self: &Arc<Self>,
+        upstream: &Upstream,
+        mut request: Request<ProxyBody>,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        upgrade: bool,
+    ) -> Result<Exchange, UpstreamError> {
+        let protocol = if upgrade {
+            // WebSocket needs HTTP/1.1 Upgrade; extended CONNECT over h2 is not supported.
+            match upstream.protocol {
+                UpstreamProtocol::H2 => UpstreamProtocol::Https,
+                UpstreamProtocol::H2c => UpstreamProtocol::Http,
+                p => p,
+            }
+        } else {
+            upstream.protocol
+        };
+        let candidates = self.candidates(upstream, connect_timeout).await?;
+        let mut last_error = None;
+        for addr in candidates {
+            let key = PoolKey {
+                protocol: protocol_id(protocol),
+                addr,
+                server_name: upstream.tls_server_name.clone(),
+            };
+            // A pooled connection first; if it turns out to be unusable before the
+            // request was written, hyper hands the request back and we connect afresh.
+            if !upgrade {
+                if let Some(sender) = self.checkout(&key) {
+                    match self
+                        .exchange(key.clone(), sender, request, read_timeout)
+                        .await
+                    {
+                        Ok(exchange) => return Ok(exchange),
+                        Err((e, None)) => return Err(e),
+                        Err((_, Some(returned))) => request = returned,
+                    }
+                }
+            }
+            let sender = match connect(
+                &key,
+                protocol,
+                upgrade,
+                connect_timeout,
+                &self.tls_for(protocol),
+            )
+            .await
+            {
+                Ok(sender) => sender,
+                Err(e) => {
+                    tracing::debug!(upstream = %upstream.name, error = %e, "connect failed, trying next endpoint");
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            if let Sender::H2(h2) = &sender {
+                self.lock_h2().insert(key.clone(), h2.clone());
+            }
+            let pool_key = (!upgrade).then_some(key);
+            return match self
+                .exchange_fresh(pool_key, addr, sender, request, read_timeout)
+                .await
+            {
+                Ok(exchange) => Ok(exchange),
+                Err((e, _)) => Err(e),
+            };
+        }
+        Err(last_error.unwrap_or_else(|| UpstreamError::NoEndpoints {
+            upstream: upstream.name.to_string(),
+        }))
+    }
+
+    fn tls_for(&self, protocol: UpstreamProtocol) -> Arc<ClientConfig> {
+        if is_h2(protocol) {
+            self.tls_h2.clone()
+        } else {
+            self.tls_h1.clone()
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, IdlePool> {
+        // A panic while holding the lock cannot leave the map inconsistent (every
+        // critical section is a single insert/pop), so poisoning is ignored.
+        self.idle_h1.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_h2(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<PoolKey, http2::SendRequest<ProxyBody>>> {
+        self.h2.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn checkout(&self, key: &PoolKey) -> Option<Sender> {
+        if key.protocol == protocol_id(UpstreamProtocol::H2)
+            || key.protocol == protocol_id(UpstreamProtocol::H2c)
+        {
+            let mut h2 = self.lock_h2();
+            match h2.get(key) {
+                Some(s) if !s.is_closed() => return Some(Sender::H2(s.clone())),
+                Some(_) => {
+                    h2.remove(key);
+                }
+                None => {}
+            }
+            return None;
+        }
+        let mut idle = self.lock_idle();
+        let list = idle.get_mut(key)?;
+        let now = Instant::now();
+        while let Some((since, sender)) = list.pop() {
+            if now.duration_since(since) < IDLE_TIMEOUT && sender.is_ready() {
+                return Some(Sender::H1(sender));
+            }
+        }
+        None
+    }
+
+    /// Return an HTTP/1.1 connection to the pool once its response body has been read.
+    fn recycle_when_ready(
+        self: &Arc<Self>,
+        key: PoolKey,
+        mut sender: http1::SendRequest<ProxyBody>,
+    ) {
+        let pools = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // Resolves when the previous response is fully read, or fails when the
+            // connection closes; a stream that is still running keeps it out of the pool.
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let Some(pools) = pools.upgrade() else { return };
+            let mut idle = pools.lock_idle();
+            let list = idle.entry(key).or_default();
+            if list.len() >= MAX_IDLE_PER_KEY {
+                list.remove(0);
+            }
+            list.push((Instant::now(), sender));
+        });
+    }
+
+    /// Send on a pooled connection. On failure, the request comes back when it was never
+    /// written, so the caller can retry on a new connection.
+    async fn exchange(
+        self: &Arc<Self>,
+        key: PoolKey,
+        sender: Sender,
+        request: Request<ProxyBody>,
+        read_timeout: Duration,
+    ) -> Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)> {
+        let addr = key.addr;
+        self.exchange_fresh(Some(key), addr, sender, request, read_timeout)
+            .await
+    }
+
+    async fn exchange_fresh(
+        self: &Arc<Self>,
+        pool_key: Option<PoolKey>,
+        addr: SocketAddr,
+        sender: Sender,
+        request: Request<ProxyBody>,
+        read_timeout: Duration,
+    ) -> Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)> {
+        match sender {
+            Sender::H1(mut h1) => {
+                let sent = tokio::time::timeout(read_timeout, h1.try_send_request(request)).await;
+                match sent {
+                    Err(_) => Err((
+                        UpstreamError::ResponseTimeout {
+                            addr,
+                            timeout: read_timeout,
+                        },
+                        None,
+                    )),
+                    Ok(Err(mut e)) => {
+                        let returned = e.take_message();
+                        Err((
+                            UpstreamError::Request {
+                                addr,
+                                source: e.into_error(),
+                            },
+                            returned,
+                        ))
+                    }
+                    Ok(Ok(response)) => {
+                        if let Some(key) = pool_key {
+                            self.recycle_when_ready(key, h1);
+                        }
+                        Ok(Exchange { response, addr })
+                    }
+                }
+            }
+            Sender::H2(mut h2) => {
+                let sent = tokio::time::timeout(read_timeout, h2.try_send_request(request)).await;
+                match sent {
+                    Err(_) => Err((
+                        UpstreamError::ResponseTimeout {
+                            addr,
+                            timeout: read_timeout,
+                        },
+                        None,
+                    )),
+                    Ok(Err(mut e)) => {
+                        let returned = e.take_message();
+                        if returned.is_some() {
+                            if let Some(key) = &pool_key {
+                                self.lock_h2().remove(key);
+                            }
+                        }
+                        Err((
+                            UpstreamError::Request {
+                                addr,
+                                source: e.into_error(),
+                            },
+                            returned,
+                        ))
+                    }
+                    Ok(Ok(response)) => Ok(Exchange { response, addr }),
+                }
+            }
+        }
+    }
+}
+
+/// Open a new connection (TCP, optional TLS, HTTP handshake) within `timeout`.
+async fn connect(
+    key: &PoolKey,
+    protocol: UpstreamProtocol,
+    upgrade: bool,
+    timeout: Duration,
+    tls: &Arc<ClientConfig>,
+) -> Result<Sender, UpstreamError> {
+    let addr = key.addr;
+    let connecting = async {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| UpstreamError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        if is_tls(protocol) {
+            let name = match &key.server_name {
+                Some(n) => ServerName::try_from(n.clone())
+                    .map_err(|_| UpstreamError::ServerName { name: n.clone() })?,
+                None => ServerName::IpAddress(addr.ip().into()),
+            };
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|source| UpstreamError::Connect { addr, source })?;
+            handshake(TokioIo::new(stream), addr, protocol, upgrade).await
+        } else {
+            handshake(TokioIo::new(tcp), addr, protocol, upgrade).await
+        }
+    };
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout { addr, timeout })?
+}
+
+async fn handshake<I>(
+    io: I,
+    addr: SocketAddr,
+    protocol: UpstreamProtocol,
+    upgrade: bool,
+) -> Result<Sender, UpstreamError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    if is_h2(protocol) {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream h2 connection closed");
+            }
+        });
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|source| UpstreamError::Handshake { addr, source })?;
+        if upgrade {
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(%addr, error = %e, "upstream connection closed");
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%addr, error = %e, "upstream connection closed");
+                }
+            });
+        }
+        Ok(Sender::H1(sender))
+    }
+}

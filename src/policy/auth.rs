@@ -1,10 +1,52 @@
 //! The auth hook (nginx `auth_request`). OWNER: policies. Contract used by the proxy
-//! pipeline: `AuthClient::check` and `AuthOutcome`.
+//! pipeline: `AuthClient::check`, `AuthOutcome` and `apply_allow`.
+//!
+//! For each request on a route with a hook, the proxy asks the hook first:
+//!
+//! - The sub-request goes to `hook.upstream` + `hook.path_and_query` (the complete path;
+//!   the upstream's `base_path` is not added) with `hook.method` (GET unless configured)
+//!   and **never a body** (`Content-Length: 0`). It carries the configured
+//!   `forward_headers` and `X-Original-URI`, `X-Original-URL`, `X-Original-Method`,
+//!   `X-Real-IP`, `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+//!   `X-Request-ID`. No other client header reaches the hook.
+//! - 2xx: allow, adding the hook's `copy_headers` to the upstream request
+//!   ([`apply_allow`] also removes client-sent headers of those names, as
+//!   ingress-nginx's `proxy_set_header` did, so a client cannot forge `X-User-Id`).
+//! - 401/403: deny with that status; only the hook's `WWW-Authenticate` reaches the
+//!   client. The backend is never contacted.
+//! - Anything else, a timeout (`hook.timeout`, covering connect, headers and body) or a
+//!   connection failure: fail closed with `hook.failure_status` (500 like nginx, or 503).
+//!
+//! Answers are cached when the hook has a cache with at least one key header: keyed by
+//! the hook id and the key headers' exact values, for `ttl`; only allow and deny are
+//! cached, never failures. The cache holds at most [`CACHE_CAPACITY`] answers over all
+//! hooks, least recently used evicted first. Connections to hooks are pooled and kept
+//! alive.
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use lru::LruCache;
+use tokio::time::Instant;
 
-use crate::config::AuthHookPolicy;
+use crate::config::{AuthHookPolicy, Endpoints, Upstream, UpstreamProtocol};
+use crate::telemetry::metrics;
+
+/// Most cached hook answers kept, over all hooks.
+pub const CACHE_CAPACITY: usize = 10_000;
+
+/// Hook response bodies are read (to keep the connection reusable) up to this size,
+/// then the connection is dropped instead.
+const MAX_HOOK_BODY: usize = 64 * 1024;
 
 /// What the pipeline needs to know about the client request to build the sub-request.
 #[derive(Debug)]
@@ -31,16 +73,661 @@ pub enum AuthOutcome {
     Fail { status: StatusCode, reason: String },
 }
 
+/// Set the hook's `copy_headers` on the upstream request: every configured name is
+/// removed first (so client-sent values never pass for the hook's), then the hook's
+/// values are added.
+pub fn apply_allow(hook: &AuthHookPolicy, copy: &HeaderMap, upstream_request: &mut HeaderMap) {
+    for name in &hook.copy_headers {
+        upstream_request.remove(name);
+    }
+    for (name, value) in copy {
+        upstream_request.append(name.clone(), value.clone());
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Cached {
+    Allow(HeaderMap),
+    Deny(StatusCode, HeaderMap),
+}
+
+impl Cached {
+    fn outcome(&self) -> AuthOutcome {
+        match self {
+            Cached::Allow(copy) => AuthOutcome::Allow { copy: copy.clone() },
+            Cached::Deny(status, headers) => AuthOutcome::Deny {
+                status: *status,
+                headers: headers.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    expires: Instant,
+    answer: Cached,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HookError {
+    #[error("auth hook {hook} has no endpoints")]
+    NoEndpoints { hook: String },
+    #[error("auth hook {hook} uses https, which is not supported for hooks yet")]
+    Tls { hook: String },
+    #[error("auth hook {hook}: invalid URI {uri:?}")]
+    Uri { hook: String, uri: String },
+    #[error("auth hook {hook} unreachable: {source}")]
+    Request {
+        hook: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("auth hook {hook} timed out after {timeout:?}")]
+    Timeout { hook: String, timeout: Duration },
+}
+
 /// Calls auth hooks over pooled connections and caches their answers. Lives outside the
 /// snapshot.
-#[derive(Debug, Default)]
-pub struct AuthClient {}
+pub struct AuthClient {
+    http: Client<HttpConnector, Empty<Bytes>>,
+    cache: Mutex<LruCache<Vec<u8>, CacheEntry>>,
+}
+
+impl std::fmt::Debug for AuthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthClient").finish_non_exhaustive()
+    }
+}
+
+impl Default for AuthClient {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        let capacity = NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN);
+        AuthClient {
+            http,
+            cache: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+}
 
 impl AuthClient {
     pub async fn check(&self, hook: &AuthHookPolicy, request: &AuthRequest<'_>) -> AuthOutcome {
-        let _ = (hook, request);
-        AuthOutcome::Allow {
-            copy: HeaderMap::new(),
+        let m = metrics();
+        let id: &str = &hook.id;
+        let cache_key = cache_key(hook, &request.parts.headers);
+        let cached = cache_key
+            .as_ref()
+            .and_then(|key| self.cache_get(key, Instant::now()));
+        if let Some(answer) = cached {
+            m.auth.with_label_values(&[id, "cache_hit"]).inc();
+            return answer.outcome();
         }
+
+        let started = Instant::now();
+        let result = tokio::time::timeout(hook.timeout, self.call(hook, request)).await;
+        m.auth_duration
+            .with_label_values(&[id])
+            .observe(started.elapsed().as_secs_f64());
+        let result = result.unwrap_or_else(|_| {
+            Err(HookError::Timeout {
+                hook: hook.id.to_string(),
+                timeout: hook.timeout,
+            })
+        });
+        let answer = match result {
+            Ok((status, headers)) => classify(hook, status, &headers),
+            Err(e) => Err(e.to_string()),
+        };
+        match answer {
+            Ok(answer) => {
+                let outcome = match &answer {
+                    Cached::Allow(_) => "allowed",
+                    Cached::Deny(..) => "denied",
+                };
+                m.auth.with_label_values(&[id, outcome]).inc();
+                let result = answer.outcome();
+                if let (Some(key), Some(cache)) = (cache_key, &hook.cache) {
+                    self.cache_put(key, answer, Instant::now() + cache.ttl);
+                }
+                result
+            }
+            Err(reason) => {
+                m.auth.with_label_values(&[id, "error"]).inc();
+                tracing::warn!(hook = id, %reason, "auth hook failed; failing closed");
+                AuthOutcome::Fail {
+                    status: StatusCode::from_u16(hook.failure_status)
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    reason,
+                }
+            }
+        }
+    }
+
+    /// The sub-request: status and headers of the hook's answer. The body is drained
+    /// (bounded) so the pooled connection can be reused.
+    async fn call(
+        &self,
+        hook: &AuthHookPolicy,
+        request: &AuthRequest<'_>,
+    ) -> Result<(StatusCode, HeaderMap), HookError> {
+        let uri = hook_uri(hook)?;
+        let mut builder = Request::builder().method(hook.method.clone()).uri(uri);
+        if let Some(headers) = builder.headers_mut() {
+            sub_request_headers(hook, request, headers);
+        }
+        let sub = builder.body(Empty::new()).map_err(|_| HookError::Uri {
+            hook: hook.id.to_string(),
+            uri: hook.path_and_query.clone(),
+        })?;
+        let response = self
+            .http
+            .request(sub)
+            .await
+            .map_err(|source| HookError::Request {
+                hook: hook.id.to_string(),
+                source,
+            })?;
+        let (parts, body) = response.into_parts();
+        // A body over the limit or a broken one only costs the connection's reuse.
+        let _ = Limited::new(body, MAX_HOOK_BODY).collect().await;
+        Ok((parts.status, parts.headers))
+    }
+
+    fn cache_get(&self, key: &[u8], now: Instant) -> Option<Cached> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match cache.get(key) {
+            Some(entry) if entry.expires > now => Some(entry.answer.clone()),
+            Some(_) => {
+                cache.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn cache_put(&self, key: Vec<u8>, answer: Cached, expires: Instant) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.put(key, CacheEntry { expires, answer });
+    }
+}
+
+/// Map the hook's status to an answer (`Err` = fail closed with this reason).
+fn classify(
+    hook: &AuthHookPolicy,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<Cached, String> {
+    if status.is_success() {
+        let mut copy = HeaderMap::new();
+        for name in &hook.copy_headers {
+            for value in headers.get_all(name) {
+                copy.append(name.clone(), value.clone());
+            }
+        }
+        Ok(Cached::Allow(copy))
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        let mut deny = HeaderMap::new();
+        for value in headers.get_all(WWW_AUTHENTICATE) {
+            deny.append(WWW_AUTHENTICATE, value.clone());
+        }
+        Ok(Cached::Deny(status, deny))
+    } else {
+        Err(format!(
+            "auth hook {} answered {}",
+            hook.id,
+            status.as_u16()
+        ))
+    }
+}
+
+/// The cache key, or `None` when this hook's answers are not cached. Values are
+/// length-prefixed so no two different header sets encode alike.
+fn cache_key(hook: &AuthHookPolicy, headers: &HeaderMap) -> Option<Vec<u8>> {
+    let cache = hook.cache.as_ref()?;
+    if cache.key.is_empty() {
+        // With no key every client would share one answer.
+        return None;
+    }
+    let mut key = Vec::with_capacity(64);
+    push_field(&mut key, hook.id.as_bytes());
+    for name in &cache.key {
+        push_field(&mut key, name.as_str().as_bytes());
+        let values = headers.get_all(name);
+        key.extend_from_slice(&(values.iter().count() as u32).to_le_bytes());
+        for value in values {
+            push_field(&mut key, value.as_bytes());
+        }
+    }
+    Some(key)
+}
+
+fn push_field(key: &mut Vec<u8>, bytes: &[u8]) {
+    key.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    key.extend_from_slice(bytes);
+}
+
+fn hook_uri(hook: &AuthHookPolicy) -> Result<http::Uri, HookError> {
+    let upstream: &Upstream = &hook.upstream;
+    let scheme = match upstream.protocol {
+        UpstreamProtocol::Http | UpstreamProtocol::H2c => "http",
+        UpstreamProtocol::Https | UpstreamProtocol::H2 => {
+            return Err(HookError::Tls {
+                hook: hook.id.to_string(),
+            });
+        }
+    };
+    let authority = match &upstream.endpoints {
+        Endpoints::Static(addrs) if !addrs.is_empty() => {
+            let i = upstream.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
+            addrs[i].to_string()
+        }
+        Endpoints::Static(_) => {
+            return Err(HookError::NoEndpoints {
+                hook: hook.id.to_string(),
+            });
+        }
+        Endpoints::Dns { host, port } => format!("{host}:{port}"),
+    };
+    let path = if hook.path_and_query.starts_with('/') {
+        hook.path_and_query.as_str()
+    } else {
+        "/"
+    };
+    let uri = format!("{scheme}://{authority}{path}");
+    uri.parse().map_err(|_| HookError::Uri {
+        hook: hook.id.to_string(),
+        uri,
+    })
+}
+
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn sub_request_headers(hook: &AuthHookPolicy, request: &AuthRequest<'_>, out: &mut HeaderMap) {
+    let client = &request.parts.headers;
+    for name in &hook.forward_headers {
+        for value in client.get_all(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    let uri = request
+        .parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str());
+    let ip = request.client_ip.to_string();
+    let mut set = |name: HeaderName, value: &str| {
+        // Values come from an already parsed request, so they are valid; skip any that
+        // are not rather than fail the request.
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.insert(name, v);
+        }
+    };
+    set(X_ORIGINAL_URI, uri);
+    set(
+        X_ORIGINAL_URL,
+        &format!("{}://{}{}", request.scheme, request.host, uri),
+    );
+    set(X_ORIGINAL_METHOD, request.parts.method.as_str());
+    set(X_REAL_IP, &ip);
+    set(X_FORWARDED_FOR, &ip);
+    set(X_FORWARDED_PROTO, request.scheme);
+    set(X_FORWARDED_HOST, request.host);
+    set(X_REQUEST_ID, request.request_id);
+    if let Some(host) = &hook.upstream.host_override {
+        out.insert(HOST, host.clone());
+    }
+    out.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    use http::{Method, Response};
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use crate::config::AuthCachePolicy;
+
+    /// What the hook saw.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        method: Method,
+        uri: String,
+        headers: HeaderMap,
+        body_len: usize,
+    }
+
+    /// A real HTTP hook on 127.0.0.1:0. It answers by the `x-api-key` header:
+    /// `good` -> 200 with X-User-Id, `slow` -> 200 after 2 s, `broken` -> 502,
+    /// `forbidden` -> 403, anything else -> 401 with WWW-Authenticate.
+    struct Hook {
+        addr: SocketAddr,
+        seen: Arc<Mutex<Vec<Seen>>>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for Hook {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    async fn hook_server() -> Hook {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let record = record.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes().len());
+                            record.lock().unwrap().push(Seen {
+                                method: parts.method.clone(),
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers.clone(),
+                                body_len: body.unwrap_or(usize::MAX),
+                            });
+                            let key = parts
+                                .headers
+                                .get("x-api-key")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            let mut resp = Response::builder();
+                            resp = match key {
+                                "good" => resp
+                                    .status(200)
+                                    .header("x-user-id", "u-42")
+                                    .header("x-internal", "secret"),
+                                "slow" => {
+                                    tokio::time::sleep(Duration::from_secs(2)).await;
+                                    resp.status(200)
+                                }
+                                "broken" => resp.status(502),
+                                "forbidden" => resp.status(403).header("x-internal", "secret"),
+                                _ => resp
+                                    .status(401)
+                                    .header("www-authenticate", "Bearer realm=\"ai\"")
+                                    .header("x-internal", "secret"),
+                            };
+                            Ok::<_, Infallible>(
+                                resp.body(Full::new(Bytes::from_static(b"hook says hi")))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Hook { addr, seen, task }
+    }
+
+    fn hook(addr: SocketAddr, cache: bool) -> AuthHookPolicy {
+        AuthHookPolicy {
+            id: format!("test/hook-{}", addr.port()).into(),
+            upstream: Arc::new(Upstream {
+                name: "hook".into(),
+                protocol: UpstreamProtocol::Http,
+                endpoints: Endpoints::Static(vec![addr]),
+                base_path: String::new(),
+                host_override: None,
+                tls_server_name: None,
+                next: AtomicUsize::new(0),
+            }),
+            path_and_query: "/internal/auth?v=1".into(),
+            method: Method::GET,
+            forward_headers: vec![HeaderName::from_static("x-api-key")],
+            copy_headers: vec![HeaderName::from_static("x-user-id")],
+            timeout: Duration::from_millis(300),
+            cache: cache.then(|| AuthCachePolicy {
+                ttl: Duration::from_secs(30),
+                key: vec![HeaderName::from_static("x-api-key")],
+            }),
+            failure_status: 500,
+        }
+    }
+
+    fn client_request(key: &str) -> http::request::Parts {
+        let (parts, ()) = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/chat/completions?stream=true")
+            .header("x-api-key", key)
+            .header("cookie", "session=private")
+            .header("content-length", "17")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts
+    }
+
+    async fn ask(client: &AuthClient, hook: &AuthHookPolicy, key: &str) -> AuthOutcome {
+        let parts = client_request(key);
+        client
+            .check(
+                hook,
+                &AuthRequest {
+                    parts: &parts,
+                    client_ip: "192.0.2.7".parse().unwrap(),
+                    scheme: "https",
+                    host: "ai.example.com",
+                    request_id: "req-1",
+                },
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn allow_copies_headers_and_sends_the_right_sub_request() {
+        let server = hook_server().await;
+        let h = hook(server.addr, false);
+        let client = AuthClient::default();
+        let AuthOutcome::Allow { copy } = ask(&client, &h, "good").await else {
+            panic!("expected allow");
+        };
+        assert_eq!(copy.len(), 1, "only copyHeaders: {copy:?}");
+        assert_eq!(copy["x-user-id"], "u-42");
+
+        let seen = server.seen.lock().unwrap()[0].clone();
+        assert_eq!(seen.method, Method::GET);
+        assert_eq!(seen.uri, "/internal/auth?v=1");
+        assert_eq!(seen.body_len, 0);
+        let hdr = |n: &str| seen.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(hdr("content-length").as_deref(), Some("0"));
+        assert_eq!(hdr("x-api-key").as_deref(), Some("good"));
+        assert_eq!(
+            hdr("x-original-uri").as_deref(),
+            Some("/v1/chat/completions?stream=true")
+        );
+        assert_eq!(
+            hdr("x-original-url").as_deref(),
+            Some("https://ai.example.com/v1/chat/completions?stream=true")
+        );
+        assert_eq!(hdr("x-original-method").as_deref(), Some("POST"));
+        assert_eq!(hdr("x-forwarded-for").as_deref(), Some("192.0.2.7"));
+        assert_eq!(hdr("x-forwarded-proto").as_deref(), Some("https"));
+        assert_eq!(hdr("x-forwarded-host").as_deref(), Some("ai.example.com"));
+        assert_eq!(hdr("x-request-id").as_deref(), Some("req-1"));
+        assert_eq!(hdr("cookie"), None, "only forwardHeaders reach the hook");
+
+        let mut upstream = HeaderMap::new();
+        upstream.insert("x-user-id", HeaderValue::from_static("forged"));
+        apply_allow(&h, &copy, &mut upstream);
+        assert_eq!(
+            upstream.get_all("x-user-id").iter().collect::<Vec<_>>(),
+            ["u-42"]
+        );
+    }
+
+    #[tokio::test]
+    async fn deny_passes_only_www_authenticate() {
+        let server = hook_server().await;
+        let h = hook(server.addr, false);
+        let client = AuthClient::default();
+        match ask(&client, &h, "wrong").await {
+            AuthOutcome::Deny { status, headers } => {
+                assert_eq!(status, StatusCode::UNAUTHORIZED);
+                assert_eq!(headers.len(), 1);
+                assert_eq!(headers[WWW_AUTHENTICATE], "Bearer realm=\"ai\"");
+            }
+            other => panic!("expected deny, got {other:?}"),
+        }
+        match ask(&client, &h, "forbidden").await {
+            AuthOutcome::Deny { status, headers } => {
+                assert_eq!(status, StatusCode::FORBIDDEN);
+                assert!(headers.is_empty());
+            }
+            other => panic!("expected deny, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_fail_closed_with_the_configured_status() {
+        let server = hook_server().await;
+        let mut h = hook(server.addr, true);
+        let client = AuthClient::default();
+        match ask(&client, &h, "broken").await {
+            AuthOutcome::Fail { status, reason } => {
+                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+                assert!(reason.contains("502"), "{reason}");
+            }
+            other => panic!("expected fail, got {other:?}"),
+        }
+        // Failures are not cached: the hook is asked again.
+        let _ = ask(&client, &h, "broken").await;
+        assert_eq!(server.seen.lock().unwrap().len(), 2);
+
+        let started = Instant::now();
+        match ask(&client, &h, "slow").await {
+            AuthOutcome::Fail { status, reason } => {
+                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+                assert!(reason.contains("timed out"), "{reason}");
+            }
+            other => panic!("expected fail, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the timeout cut the wait"
+        );
+
+        // A hook that is down: a port that was just free.
+        let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let down = free.local_addr().unwrap();
+        drop(free);
+        h = hook(down, false);
+        h.failure_status = 503;
+        match ask(&client, &h, "good").await {
+            AuthOutcome::Fail { status, reason } => {
+                assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+                assert!(reason.contains("unreachable"), "{reason}");
+            }
+            other => panic!("expected fail, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn cache_answers_allow_and_deny_per_key_until_ttl() {
+        let server = hook_server().await;
+        let h = hook(server.addr, true);
+        let client = AuthClient::default();
+        let calls = || server.seen.lock().unwrap().len();
+        assert!(matches!(
+            ask(&client, &h, "good").await,
+            AuthOutcome::Allow { .. }
+        ));
+        let AuthOutcome::Allow { copy } = ask(&client, &h, "good").await else {
+            panic!("expected cached allow");
+        };
+        assert_eq!(
+            copy["x-user-id"], "u-42",
+            "cached allow keeps copied headers"
+        );
+        assert_eq!(calls(), 1);
+        assert!(matches!(
+            ask(&client, &h, "wrong").await,
+            AuthOutcome::Deny { .. }
+        ));
+        assert!(matches!(
+            ask(&client, &h, "wrong").await,
+            AuthOutcome::Deny { .. }
+        ));
+        assert_eq!(calls(), 2, "deny cached per key");
+        assert!(matches!(
+            ask(&client, &h, "forbidden").await,
+            AuthOutcome::Deny { .. }
+        ));
+        assert_eq!(calls(), 3, "another key is another entry");
+
+        // Expiry: past the TTL the entry is gone.
+        let key = cache_key(&h, &client_request("good").headers).unwrap();
+        assert!(client.cache_get(&key, Instant::now()).is_some());
+        assert!(
+            client
+                .cache_get(&key, Instant::now() + Duration::from_secs(31))
+                .is_none()
+        );
+        assert!(matches!(
+            ask(&client, &h, "good").await,
+            AuthOutcome::Allow { .. }
+        ));
+        assert_eq!(calls(), 4);
+    }
+
+    #[test]
+    fn cache_keys_are_unambiguous_and_need_a_key_header() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut h = hook(addr, true);
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (n, v) in pairs {
+                m.append(*n, HeaderValue::from_static(v));
+            }
+            m
+        };
+        let a = cache_key(&h, &headers(&[("x-api-key", "ab")]));
+        let b = cache_key(&h, &headers(&[("x-api-key", "a"), ("x-api-key", "b")]));
+        let none = cache_key(&h, &headers(&[]));
+        assert_ne!(a, b);
+        assert_ne!(a, none);
+        assert!(a.is_some());
+        h.cache.as_mut().unwrap().key.clear();
+        assert!(cache_key(&h, &headers(&[("x-api-key", "ab")])).is_none());
+    }
+
+    #[test]
+    fn client_builds_outside_a_runtime() {
+        let _ = AuthClient::default();
     }
 }

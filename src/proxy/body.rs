@@ -1,0 +1,301 @@
+//! Body wrappers. Nothing here buffers: every frame is passed on as soon as it arrives.
+//!
+//! - [`RequestBody`]: the client's body on its way upstream, enforcing the route's body
+//!   limit (chunked bodies are cut off when they grow past it) and the send stall limit.
+//! - [`UpstreamBody`]: the upstream's body on its way back, ending the stream when the
+//!   upstream is silent longer than the read timeout (measured between frames).
+//! - [`ClientBody`]: what the client receives; counts bytes and writes the access log
+//!   and metrics when the response is finished or abandoned.
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::telemetry::access::{self, AccessRecord};
+use crate::upstream::{BoxError, ProxyBody};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body exceeds the route's limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("client sent no request body data for {0:?}")]
+    SendTimeout(Duration),
+    #[error("upstream sent no response data for {0:?}")]
+    ReadTimeout(Duration),
+}
+
+/// Poll a lazily armed idle timer: armed when the inner body first has nothing to give,
+/// disarmed whenever a frame arrives.
+fn idle_expired(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> bool {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+    timer.as_mut().poll(cx).is_ready()
+}
+
+pin_project! {
+    pub struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        limit: Option<u64>,
+        seen: u64,
+        stall: Duration,
+        timer: Option<Pin<Box<Sleep>>>,
+        exceeded: Arc<AtomicBool>,
+    }
+}
+
+impl RequestBody {
+    /// `exceeded` is set when the limit cuts the body off, so the pipeline can answer
+    /// 413 instead of 502 for the aborted upstream request.
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        stall: Duration,
+        exceeded: Arc<AtomicBool>,
+    ) -> Self {
+        RequestBody {
+            inner,
+            limit,
+            seen: 0,
+            stall,
+            timer: None,
+            exceeded,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.timer = None;
+                if let Some(data) = frame.data_ref() {
+                    *this.seen += data.len() as u64;
+                    if let Some(limit) = *this.limit {
+                        if *this.seen > limit {
+                            this.exceeded.store(true, Ordering::Release);
+                            return Poll::Ready(Some(Err(BodyError::TooLarge { limit }.into())));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if idle_expired(this.timer, *this.stall, cx) {
+                    return Poll::Ready(Some(Err(BodyError::SendTimeout(*this.stall).into())));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        read_timeout: Duration,
+        timer: Option<Pin<Box<Sleep>>>,
+        route: Arc<str>,
+    }
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, read_timeout: Duration, route: Arc<str>) -> Self {
+        UpstreamBody {
+            inner,
+            read_timeout,
+            timer: None,
+            route,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.timer = None;
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                crate::telemetry::metrics()
+                    .upstream_errors
+                    .with_label_values(&[&**this.route, "protocol"])
+                    .inc();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if idle_expired(this.timer, *this.read_timeout, cx) {
+                    crate::telemetry::metrics()
+                        .upstream_errors
+                        .with_label_values(&[&**this.route, "timeout"])
+                        .inc();
+                    return Poll::Ready(Some(Err(
+                        BodyError::ReadTimeout(*this.read_timeout).into()
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Everything the access log and metrics need once the response is over.
+#[derive(Debug)]
+pub struct RequestLog {
+    pub started: Instant,
+    pub method: String,
+    pub host: String,
+    pub path: String,
+    pub protocol: &'static str,
+    pub status: u16,
+    pub bytes_sent: u64,
+    pub upstream_time: Option<Duration>,
+    pub upstream_addr: Option<SocketAddr>,
+    pub route: Option<Arc<str>>,
+    pub client_ip: IpAddr,
+    pub request_id: String,
+    pub user_agent: Option<String>,
+    /// Counted in `airgate_active_streams` while the body streams.
+    pub streaming: bool,
+}
+
+impl RequestLog {
+    fn start_stream(&mut self) {
+        if self.streaming {
+            crate::telemetry::metrics().active_streams.inc();
+        }
+    }
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        let m = crate::telemetry::metrics();
+        if self.streaming {
+            m.active_streams.dec();
+        }
+        let elapsed = self.started.elapsed();
+        let route = self.route.as_deref().unwrap_or("-");
+        m.requests
+            .with_label_values(&[route, &self.status.to_string()])
+            .inc();
+        m.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        access::log(&AccessRecord {
+            method: &self.method,
+            host: &self.host,
+            path: &self.path,
+            protocol: self.protocol,
+            status: self.status,
+            bytes_sent: self.bytes_sent,
+            request_time: elapsed,
+            upstream_time: self.upstream_time,
+            upstream_addr: self.upstream_addr,
+            route: self.route.as_deref(),
+            client_ip: self.client_ip,
+            request_id: &self.request_id,
+            user_agent: self.user_agent.as_deref(),
+        });
+    }
+}
+
+pin_project! {
+    pub struct ClientBody {
+        #[pin]
+        inner: ProxyBody,
+        log: Option<Box<RequestLog>>,
+    }
+}
+
+impl ClientBody {
+    pub fn new(inner: ProxyBody, mut log: Box<RequestLog>) -> Self {
+        log.start_stream();
+        ClientBody {
+            inner,
+            log: Some(log),
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let (Some(data), Some(log)) = (f.data_ref(), this.log.as_mut()) {
+                    log.bytes_sent += data.len() as u64;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body aborted");
+                // Log now: the client sees an aborted stream, not a clean end.
+                this.log.take();
+            }
+            None => {
+                this.log.take();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,262 @@
+//! Forwarding to the upstream: rewrite the target, set proxy headers, stream the body
+//! both ways, and hand WebSocket handshakes over to a tunnel.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use http::request::Parts;
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
+
+use super::body::{RequestBody, UpstreamBody};
+use super::errors::json_error;
+use super::headers::{self, Forwarding};
+use super::pipeline::{Ctx, too_large};
+use super::server::{Lifecycle, Shared};
+use crate::config::{PathRewrite, Route, Upstream, UpstreamProtocol};
+use crate::upstream::{ProxyBody, UpstreamError};
+
+/// The upstream path for a request path: rewrite, then prepend the base path.
+pub fn upstream_path(rewrite: &PathRewrite, base_path: &str, path: &str) -> String {
+    let rewritten: String = match rewrite {
+        PathRewrite::None => path.to_string(),
+        PathRewrite::StripPrefix(prefix) => match path.strip_prefix(prefix.as_str()) {
+            Some(rest) if rest.starts_with('/') => rest.to_string(),
+            Some(rest) => format!("/{rest}"),
+            None => path.to_string(),
+        },
+        PathRewrite::Regex { regex, replacement } => {
+            let out = regex.replace(path, replacement.as_str()).into_owned();
+            if out.starts_with('/') {
+                out
+            } else {
+                format!("/{out}")
+            }
+        }
+    };
+    if base_path.is_empty() {
+        rewritten
+    } else {
+        format!("{base_path}{rewritten}")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn forward(
+    ctx: &mut Ctx,
+    shared: &Arc<Shared>,
+    life: Lifecycle,
+    route: &Arc<Route>,
+    upstream: &Arc<Upstream>,
+    mut parts: Parts,
+    body: Incoming,
+    copy: HeaderMap,
+) -> (Response<ProxyBody>, bool) {
+    let policy = &route.policy;
+    let timeouts = policy.timeouts;
+    let websocket = policy.websocket
+        && parts.version == Version::HTTP_11
+        && headers::is_upgrade(&parts.headers);
+    let client_upgrade = if websocket {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+
+    // Target URI.
+    let path = upstream_path(&policy.rewrite, &upstream.base_path, parts.uri.path());
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let Ok(path_and_query) = PathAndQuery::try_from(path_and_query) else {
+        return (
+            json_error(
+                StatusCode::BAD_REQUEST,
+                "the rewritten request path is not valid",
+            ),
+            false,
+        );
+    };
+
+    // Headers.
+    let mut out_headers = std::mem::take(&mut parts.headers);
+    let keep_te_trailers = out_headers
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    headers::strip_hop_by_hop(&mut out_headers, websocket);
+    let host_value = match &upstream.host_override {
+        Some(h) => Some(h.clone()),
+        None => ctx
+            .authority
+            .as_ref()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    headers::set_forwarding(
+        &mut out_headers,
+        &Forwarding {
+            peer: ctx.conn.peer.ip(),
+            client_ip: ctx.client_ip,
+            trusted_peer: ctx.trusted_peer,
+            scheme: ctx.scheme(),
+            host: &ctx.host,
+            port: ctx.conn.local.port(),
+            request_id: &ctx.request_id,
+        },
+    );
+    for (name, value) in copy.iter() {
+        out_headers.insert(name.clone(), value.clone());
+    }
+    let h2_upstream = !websocket
+        && matches!(
+            upstream.protocol,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c
+        );
+    let mut uri_parts = http::uri::Parts::default();
+    uri_parts.path_and_query = Some(path_and_query);
+    if h2_upstream {
+        // HTTP/2 carries the host in :authority; gRPC needs `te: trailers` end to end.
+        out_headers.remove(header::HOST);
+        if keep_te_trailers {
+            out_headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        uri_parts.scheme = Some(if upstream.protocol == UpstreamProtocol::H2 {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        uri_parts.authority = host_value
+            .as_ref()
+            .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+            .or_else(|| Some(http::uri::Authority::from_static("upstream")));
+    } else if let Some(h) = host_value {
+        out_headers.insert(header::HOST, h);
+    }
+    let uri = match Uri::from_parts(uri_parts) {
+        Ok(u) => u,
+        Err(_) => {
+            return (
+                json_error(StatusCode::BAD_REQUEST, "the request target is not valid"),
+                false,
+            );
+        }
+    };
+
+    let exceeded = Arc::new(AtomicBool::new(false));
+    let body = RequestBody::new(body, policy.max_body_size, timeouts.send, exceeded.clone());
+    let mut request = Request::new(body.boxed_unsync());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = out_headers;
+    *request.version_mut() = if h2_upstream {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+
+    let started = Instant::now();
+    let sent = shared
+        .upstreams
+        .send(
+            upstream,
+            request,
+            timeouts.connect,
+            timeouts.read,
+            websocket,
+        )
+        .await;
+    let elapsed = started.elapsed();
+    let metrics = crate::telemetry::metrics();
+    let exchange = match sent {
+        Ok(exchange) => exchange,
+        Err(e) => {
+            if exceeded.load(Ordering::Acquire) {
+                return (too_large(policy.max_body_size.unwrap_or_default()), false);
+            }
+            metrics
+                .upstream_errors
+                .with_label_values(&[&*route.name, e.kind()])
+                .inc();
+            tracing::warn!(route = %route.name, request_id = %ctx.request_id, error = %e, "upstream request failed");
+            return (upstream_failure(&e), false);
+        }
+    };
+    ctx.upstream_addr = Some(exchange.addr);
+    ctx.upstream_time = Some(elapsed);
+    metrics
+        .upstream_duration
+        .with_label_values(&[&*route.name])
+        .observe(elapsed.as_secs_f64());
+
+    let mut response = exchange.response;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_upgrade), true) = (client_upgrade, websocket) else {
+            return (
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream switched protocols unasked",
+                ),
+                false,
+            );
+        };
+        let Some(upstream_upgrade) = response.extensions_mut().remove::<OnUpgrade>() else {
+            return (
+                json_error(StatusCode::BAD_GATEWAY, "upstream upgrade is not available"),
+                false,
+            );
+        };
+        super::upgrade::spawn_tunnel(client_upgrade, upstream_upgrade, timeouts.read, life);
+        let (mut parts, _) = response.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, true);
+        return (Response::from_parts(parts, super::errors::empty()), false);
+    }
+
+    let (mut parts, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    let body = UpstreamBody::new(body, timeouts.read, route.name.clone()).boxed_unsync();
+    (Response::from_parts(parts, body), true)
+}
+
+fn upstream_failure(e: &UpstreamError) -> Response<ProxyBody> {
+    match e {
+        UpstreamError::ResponseTimeout { .. } => json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the upstream did not answer in time",
+        ),
+        UpstreamError::NoEndpoints { .. } => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the upstream has no available endpoints",
+        ),
+        e if e.is_connect() => {
+            json_error(StatusCode::BAD_GATEWAY, "the upstream could not be reached")
+        }
+        _ => json_error(StatusCode::BAD_GATEWAY, "the upstream request failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash() {
+        let strip = PathRewrite::StripPrefix("/tts".into());
+        assert_eq!(upstream_path(&strip, "", "/tts/speak"), "/speak");
+        assert_eq!(upstream_path(&strip, "", "/tts"), "/");
+        assert_eq!(upstream_path(&strip, "", "/tts/"), "/");
+        assert_eq!(upstream_path(&strip, "/v1", "/tts/speak"), "/v1/speak");
+    }
+
+    #[test]
+    fn regex_rewrite_uses_captures() {
+        let rewrite = PathRewrite::Regex {
+            regex: regex::Regex::new("^/api(/|$)(.*)").unwrap(),
+            replacement: "/$2".into(),
+        };
+        assert_eq!(upstream_path(&rewrite, "", "/api/chat/x"), "/chat/x");
+        assert_eq!(upstream_path(&rewrite, "", "/api"), "/");
+    }
+}

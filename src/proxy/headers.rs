@@ -1,0 +1,229 @@
+//! Request and response header handling: host parsing, hop-by-hop stripping (RFC 9110
+//! §7.6.1), forwarding headers and request ids.
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::Authority;
+use ipnet::IpNet;
+
+/// Headers that describe one connection, never forwarded (besides those `Connection`
+/// names). `Upgrade` and `Connection` are put back for a forwarded WebSocket handshake.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's host for routing: `:authority` (h2, absolute-form) or `Host`, lower
+/// case, without port. Also returns the authority as sent (with port), which is what
+/// the upstream sees as `Host` when it is preserved.
+pub fn request_host(parts: &Parts) -> Option<(String, Authority)> {
+    let authority = match parts.uri.authority() {
+        Some(a) => a.clone(),
+        None => {
+            let raw = parts.headers.get(header::HOST)?;
+            Authority::try_from(raw.as_bytes()).ok()?
+        }
+    };
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    Some((host, authority))
+}
+
+/// True for an HTTP/1.1 `Connection: upgrade` request with an `Upgrade` header.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Remove hop-by-hop headers, including every header the `Connection` header names.
+/// With `keep_upgrade`, the `Upgrade` header and `Connection: upgrade` survive.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .take(32)
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+pub fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy, the rightmost
+/// `X-Forwarded-For` entry that is not itself trusted (nginx `real_ip_recursive on`).
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    if !is_trusted(trusted, peer) {
+        return peer;
+    }
+    let mut candidate = peer;
+    let entries: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .take(64)
+        .collect();
+    for ip in entries.into_iter().rev() {
+        candidate = ip;
+        if !is_trusted(trusted, ip) {
+            break;
+        }
+    }
+    candidate
+}
+
+/// A client-supplied request id is kept when it is short and made of safe characters
+/// (it ends up in logs and upstream headers); otherwise a new one is generated.
+pub fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        if !v.is_empty()
+            && v.len() <= 128
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
+        {
+            return v.to_string();
+        }
+    }
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// What the forwarding headers describe.
+pub struct Forwarding<'a> {
+    pub peer: IpAddr,
+    pub client_ip: IpAddr,
+    pub trusted_peer: bool,
+    pub scheme: &'static str,
+    pub host: &'a str,
+    pub port: u16,
+    pub request_id: &'a str,
+}
+
+/// Set `X-Real-IP`, `X-Forwarded-*` and `X-Request-ID`. Client-sent values are kept
+/// (or appended to) only when the peer is a trusted proxy.
+pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let peer = f.peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prior) if f.trusted_peer && !prior.trim().is_empty() => format!("{prior}, {peer}"),
+        _ => peer,
+    };
+    insert(headers, &X_FORWARDED_FOR, &xff);
+    insert(headers, &X_REAL_IP, &f.client_ip.to_string());
+    let keep = |h: &HeaderMap, name: &HeaderName| f.trusted_peer && h.contains_key(name);
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        insert(headers, &X_FORWARDED_PROTO, f.scheme);
+    }
+    if !keep(headers, &X_FORWARDED_HOST) {
+        insert(headers, &X_FORWARDED_HOST, f.host);
+    }
+    if !keep(headers, &X_FORWARDED_PORT) {
+        insert(headers, &X_FORWARDED_PORT, &f.port.to_string());
+    }
+    insert(headers, &X_REQUEST_ID, f.request_id);
+}
+
+fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name.clone(), v);
+    } else {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_connection_named_headers_and_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn keeps_upgrade_for_handshake() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn client_ip_trusts_forwarded_for_only_from_trusted_peers() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            X_FORWARDED_FOR.clone(),
+            HeaderValue::from_static("1.2.3.4, 10.0.0.7"),
+        );
+        assert_eq!(
+            client_ip(&h, "10.0.0.1".parse().unwrap(), &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            client_ip(&h, "192.0.2.1".parse().unwrap(), &trusted),
+            "192.0.2.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn request_id_rejects_unsafe_values() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("a b\"c"));
+        assert_ne!(request_id(&h), "a b\"c");
+    }
+}

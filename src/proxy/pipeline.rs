@@ -1,0 +1,305 @@
+//! The per-request pipeline. One [`Ctx`] goes by `&mut` through the phases in order:
+//! match, redirect, source filter, CORS preflight, rate zone, body limit, auth hook,
+//! forward, respond, log. Every phase may answer the request itself; whatever answers,
+//! [`finish`] adds the security and CORS headers and wires up the access log.
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::uri::Authority;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{ClientBody, RequestLog};
+use super::errors::{self, json_error};
+use super::headers;
+use super::server::{Lifecycle, Shared};
+use crate::config::{Backend, Route};
+use crate::policy::auth::{AuthOutcome, AuthRequest};
+use crate::policy::ratelimit::Decision;
+use crate::policy::{cors, headers as security};
+use crate::runtime::Snapshot;
+use crate::upstream::ProxyBody;
+
+/// Where the connection came in.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// Per-request state shared by the phases.
+pub struct Ctx {
+    /// The snapshot this request (and its stream or tunnel) is served with, start to end.
+    pub snapshot: Arc<Snapshot>,
+    pub started: Instant,
+    pub conn: ConnInfo,
+    pub client_ip: IpAddr,
+    pub trusted_peer: bool,
+    /// Lower case, no port.
+    pub host: String,
+    /// As the client sent it (with port); forwarded as `Host` unless overridden.
+    pub authority: Option<Authority>,
+    pub request_id: String,
+    pub route: Option<Arc<Route>>,
+    pub cors_origin: Option<HeaderValue>,
+    pub preflight: bool,
+    pub upstream_addr: Option<SocketAddr>,
+    pub upstream_time: Option<Duration>,
+}
+
+impl Ctx {
+    pub fn scheme(&self) -> &'static str {
+        if self.conn.tls { "https" } else { "http" }
+    }
+}
+
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Serve one request. Never fails: every problem becomes a response.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    life: Lifecycle,
+    request: Request<Incoming>,
+) -> Response<ClientBody> {
+    let (parts, body) = request.into_parts();
+    let snapshot = shared.runtime.load();
+    let trusted_peer = headers::is_trusted(&shared.trusted_proxies, conn.peer.ip());
+    let client_ip = headers::client_ip(&parts.headers, conn.peer.ip(), &shared.trusted_proxies);
+    let (host, authority) = match headers::request_host(&parts) {
+        Some((h, a)) => (h, Some(a)),
+        None => (String::new(), None),
+    };
+    let mut ctx = Ctx {
+        snapshot,
+        started: Instant::now(),
+        conn,
+        client_ip,
+        trusted_peer,
+        host,
+        authority,
+        request_id: headers::request_id(&parts.headers),
+        route: None,
+        cors_origin: None,
+        preflight: false,
+        upstream_addr: None,
+        upstream_time: None,
+    };
+    let log_base = (
+        parts.method.to_string(),
+        parts.uri.path().to_string(),
+        protocol_name(parts.version),
+        parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    );
+    let (response, streaming) = run(&mut ctx, &shared, life, parts, body).await;
+    finish(ctx, response, streaming, log_base)
+}
+
+async fn run(
+    ctx: &mut Ctx,
+    shared: &Arc<Shared>,
+    life: Lifecycle,
+    parts: Parts,
+    body: Incoming,
+) -> (Response<ProxyBody>, bool) {
+    let Some(route) = ctx
+        .snapshot
+        .config
+        .find_route(&ctx.host, parts.uri.path())
+        .cloned()
+    else {
+        let message = format!(
+            "no route for host {:?} path {:?}",
+            ctx.host,
+            parts.uri.path()
+        );
+        return (json_error(StatusCode::NOT_FOUND, &message), false);
+    };
+    ctx.route = Some(route.clone());
+    let policy = &route.policy;
+
+    if let Some(cors_policy) = &policy.cors {
+        ctx.cors_origin = cors::allowed_origin(cors_policy, &parts.headers);
+    }
+
+    // Redirect before anything else, as nginx's rewrite phase runs before access checks.
+    if !ctx.conn.tls {
+        if let Some(code) = policy.https_redirect {
+            return (redirect(code, &ctx.host, &parts), false);
+        }
+    }
+
+    if let Some(allowed) = &policy.allow_sources {
+        if !allowed.iter().any(|net| net.contains(&ctx.client_ip)) {
+            let message = format!("client {} is not allowed on this route", ctx.client_ip);
+            return (json_error(StatusCode::FORBIDDEN, &message), false);
+        }
+    }
+
+    if let Some(cors_policy) = &policy.cors {
+        if cors::is_preflight(&parts.method, &parts.headers) {
+            ctx.preflight = true;
+            let mut response = Response::new(errors::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            if let Some(origin) = &ctx.cors_origin {
+                cors::preflight_headers(cors_policy, origin, response.headers_mut());
+            }
+            return (response, false);
+        }
+    }
+
+    if let Some(limit) = &policy.rate_limit {
+        let exempt = limit
+            .exempt
+            .as_ref()
+            .is_some_and(|nets| nets.iter().any(|n| n.contains(&ctx.client_ip)));
+        if let (false, Some(zone)) = (exempt, ctx.snapshot.zones.get(limit.zone)) {
+            match zone.check(limit, &parts.headers, ctx.client_ip) {
+                Decision::Allow => {}
+                Decision::Delay(wait) => tokio::time::sleep(wait).await,
+                Decision::Reject { retry_after } => {
+                    let mut response = errors::json_error_code(
+                        limit.reject_status,
+                        "rate limit exceeded; retry later",
+                    );
+                    let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                    return (response, false);
+                }
+            }
+        }
+    }
+
+    if let Some(limit) = policy.max_body_size {
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return (too_large(limit), false);
+        }
+    }
+
+    let mut copy = HeaderMap::new();
+    if let Some(hook) = &policy.auth {
+        let request = AuthRequest {
+            parts: &parts,
+            client_ip: ctx.client_ip,
+            scheme: ctx.scheme(),
+            host: &ctx.host,
+            request_id: &ctx.request_id,
+        };
+        match shared.runtime.auth.check(hook, &request).await {
+            AuthOutcome::Allow { copy: c } => copy = c,
+            AuthOutcome::Deny { status, headers } => {
+                let mut response = json_error(status, "request denied by the auth hook");
+                response.headers_mut().extend(headers);
+                return (response, false);
+            }
+            AuthOutcome::Fail { status, reason } => {
+                tracing::warn!(hook = %hook.id, %reason, "auth hook failed");
+                return (
+                    json_error(status, "the auth hook could not be reached"),
+                    false,
+                );
+            }
+        }
+    }
+
+    match &route.backend {
+        Backend::Unavailable { status, message } => {
+            (errors::json_error_code(*status, message), false)
+        }
+        Backend::Upstream(upstream) => {
+            let upstream = upstream.clone();
+            super::forward::forward(ctx, shared, life, &route, &upstream, parts, body, copy).await
+        }
+    }
+}
+
+pub fn too_large(limit: u64) -> Response<ProxyBody> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body is larger than this route allows ({limit} bytes)"),
+    )
+}
+
+/// `https://host{path?query}`. The host is sent without port, like nginx's `$host`: a
+/// non-standard HTTPS port is not known to the plain listener's clients anyway.
+fn redirect(code: u16, host: &str, parts: &Parts) -> Response<ProxyBody> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let status = StatusCode::from_u16(code)
+        .ok()
+        .filter(|s| s.is_redirection())
+        .unwrap_or(StatusCode::PERMANENT_REDIRECT);
+    let location = format!("https://{host}{path}");
+    match HeaderValue::from_str(&location) {
+        Ok(value) => {
+            let mut response = Response::new(errors::empty());
+            *response.status_mut() = status;
+            response.headers_mut().insert(header::LOCATION, value);
+            response
+        }
+        Err(_) => json_error(StatusCode::BAD_REQUEST, "request host is not valid"),
+    }
+}
+
+/// Add the route's response headers and attach the access log to the body.
+fn finish(
+    ctx: Ctx,
+    response: Response<ProxyBody>,
+    streaming: bool,
+    (method, path, protocol, user_agent): (String, String, &'static str, Option<String>),
+) -> Response<ClientBody> {
+    let (mut parts, body) = response.into_parts();
+    if let Some(route) = &ctx.route {
+        if route.policy.security_headers {
+            security::apply_security_headers(&mut parts.headers);
+        }
+        if let (Some(cors_policy), Some(origin), false) =
+            (&route.policy.cors, &ctx.cors_origin, ctx.preflight)
+        {
+            cors::apply(cors_policy, origin, &mut parts.headers);
+        }
+    }
+    let log = Box::new(RequestLog {
+        started: ctx.started,
+        method,
+        host: ctx.host,
+        path,
+        protocol,
+        status: parts.status.as_u16(),
+        bytes_sent: 0,
+        upstream_time: ctx.upstream_time,
+        upstream_addr: ctx.upstream_addr,
+        route: ctx.route.as_ref().map(|r| r.name.clone()),
+        client_ip: ctx.client_ip,
+        request_id: ctx.request_id,
+        user_agent,
+        streaming,
+    });
+    Response::from_parts(parts, ClientBody::new(body, log))
+}

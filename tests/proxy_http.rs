@@ -1,0 +1,462 @@
+//! Plain-HTTP behaviour of the data plane against real local backends.
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airgate::config::{Backend, PathRewrite, Route, RoutePolicy, Timeouts, UpstreamProtocol};
+use http::StatusCode;
+use serde_json::Value;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn policy() -> RoutePolicy {
+    RoutePolicy::default()
+}
+
+fn short_timeouts(read_ms: u64) -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(2),
+        read: Duration::from_millis(read_ms),
+        send: Duration::from_secs(5),
+    }
+}
+
+async fn json(response: reqwest::Response) -> Value {
+    response.json().await.expect("JSON body")
+}
+
+async fn assert_json_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "proxy-made errors are JSON"
+    );
+    let body = json(response).await;
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
+    assert!(body["error"]["type"].is_string());
+    body
+}
+
+/// Send raw bytes and read until the peer closes or the status line is complete.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
+            .await
+            .expect("response within deadline");
+        match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(head_end) = text.find("\r\n\r\n") {
+            // Stop once the declared body has arrived.
+            let len = text[..head_end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            if buf.len() >= head_end + 4 + len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn forwards_with_proxy_headers_and_strips_hop_by_hop() {
+    let backend = echo_backend().await;
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![backend.addr]),
+            policy(),
+        )],
+    ))
+    .await;
+    let response = client()
+        .post(proxy.url("/v1/chat?stream=true"))
+        .header("host", "API.Example.com")
+        .header("connection", "keep-alive, x-per-hop")
+        .header("x-per-hop", "must-not-pass")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("x-request-id", "req-123")
+        .body("hello")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-backend"], "echo");
+    assert!(
+        response.headers().get("x-backend-hop").is_none(),
+        "headers named by the upstream's Connection header are stripped"
+    );
+    let echo = json(response).await;
+    let h = &echo["headers"];
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["path"], "/v1/chat?stream=true");
+    assert_eq!(echo["body_len"], 5);
+    assert_eq!(h["host"][0], "API.Example.com", "Host is preserved");
+    assert_eq!(h["x-real-ip"][0], "127.0.0.1");
+    assert_eq!(
+        h["x-forwarded-for"][0], "127.0.0.1",
+        "an untrusted client's X-Forwarded-For is replaced"
+    );
+    assert_eq!(h["x-forwarded-proto"][0], "http");
+    assert_eq!(h["x-forwarded-host"][0], "api.example.com");
+    assert_eq!(h["x-forwarded-port"][0], proxy.http.port().to_string());
+    assert_eq!(h["x-request-id"][0], "req-123");
+    for hop in [
+        "x-per-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "connection",
+    ] {
+        assert!(h.get(hop).is_none(), "{hop} reached the backend: {h}");
+    }
+}
+
+#[tokio::test]
+async fn trusted_proxies_extend_forwarding_headers() {
+    let backend = echo_backend().await;
+    let proxy = TestProxy::start_with(
+        config(
+            "",
+            vec![prefix_route(
+                "r",
+                "/",
+                upstream(vec![backend.addr]),
+                policy(),
+            )],
+        ),
+        vec!["127.0.0.0/8".parse().unwrap()],
+        Duration::from_secs(5),
+    )
+    .await;
+    let echo = json(
+        client()
+            .get(proxy.url("/"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-request-id", "bad id with spaces")
+            .send()
+            .await
+            .expect("request"),
+    )
+    .await;
+    let h = &echo["headers"];
+    assert_eq!(h["x-forwarded-for"][0], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-real-ip"][0], "203.0.113.9");
+    assert_eq!(h["x-forwarded-proto"][0], "https");
+    let id = h["x-request-id"][0].as_str().unwrap();
+    assert!(
+        !id.contains(' ') && id.len() >= 16,
+        "unsafe ids are replaced: {id}"
+    );
+}
+
+#[tokio::test]
+async fn strip_prefix_and_base_path_rewrite_the_upstream_path() {
+    let backend = echo_backend().await;
+    let mut up = upstream(vec![backend.addr]);
+    Arc::get_mut(&mut up).unwrap().base_path = "/api".into();
+    let tts = RoutePolicy {
+        rewrite: PathRewrite::StripPrefix("/tts".into()),
+        ..policy()
+    };
+    let proxy = TestProxy::start(config("", vec![prefix_route("tts", "/tts/", up, tts)])).await;
+    let c = client();
+    let echo = json(
+        c.get(proxy.url("/tts/speak?voice=af"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(echo["path"], "/api/speak?voice=af");
+    let echo = json(c.get(proxy.url("/tts")).send().await.unwrap()).await;
+    assert_eq!(echo["path"], "/api/");
+    // Element-wise prefix: /ttsx is not under /tts.
+    let response = c.get(proxy.url("/ttsx")).send().await.unwrap();
+    assert_json_error(response, 404, "route_not_found").await;
+}
+
+#[tokio::test]
+async fn unknown_host_gets_json_404() {
+    let backend = echo_backend().await;
+    let proxy = TestProxy::start(config(
+        "api.test",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![backend.addr]),
+            policy(),
+        )],
+    ))
+    .await;
+    let c = client();
+    let ok = c
+        .get(proxy.url("/x"))
+        .header("host", "api.test:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "host matching ignores the port");
+    let response = c
+        .get(proxy.url("/x"))
+        .header("host", "other.test")
+        .send()
+        .await
+        .unwrap();
+    assert_json_error(response, 404, "route_not_found").await;
+    assert_eq!(backend.hits(), 1);
+}
+
+#[tokio::test]
+async fn unavailable_backend_is_a_json_503() {
+    let route = Arc::new(Route {
+        name: Arc::from("r"),
+        path: airgate::config::PathMatch::Prefix("/".into()),
+        backend: Backend::Unavailable {
+            status: 503,
+            message: Arc::from("service ai/llm has no ready endpoints"),
+        },
+        policy: policy(),
+    });
+    let proxy = TestProxy::start(config("", vec![route])).await;
+    let response = client().get(proxy.url("/")).send().await.unwrap();
+    let body = assert_json_error(response, 503, "service_unavailable").await;
+    assert_eq!(
+        body["error"]["message"],
+        "service ai/llm has no ready endpoints"
+    );
+}
+
+#[tokio::test]
+async fn body_over_content_length_limit_is_413_before_the_backend() {
+    let backend = echo_backend().await;
+    let limited = RoutePolicy {
+        max_body_size: Some(1024),
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![backend.addr]),
+            limited,
+        )],
+    ))
+    .await;
+    // Headers only: the proxy must answer from Content-Length alone.
+    let answer = raw_exchange(
+        proxy.http,
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000000\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("request_too_large"), "{answer}");
+    assert_eq!(backend.hits(), 0, "the backend was never contacted");
+
+    // Within the limit it passes.
+    let response = client()
+        .post(proxy.url("/upload"))
+        .body(vec![b'x'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(response).await["body_len"], 1024);
+}
+
+#[tokio::test]
+async fn chunked_body_growing_past_the_limit_is_413() {
+    let backend = echo_backend().await;
+    let limited = RoutePolicy {
+        max_body_size: Some(1024),
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![backend.addr]),
+            limited,
+        )],
+    ))
+    .await;
+    let mut request =
+        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    request.extend_from_slice(format!("{:x}\r\n", 3000).as_bytes());
+    request.extend_from_slice(&[b'y'; 3000]);
+    request.extend_from_slice(b"\r\n");
+    let answer = raw_exchange(proxy.http, &request).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("application/json"), "{answer}");
+}
+
+#[tokio::test]
+async fn silent_backend_is_a_504() {
+    let backend = backend(|_req| async move {
+        std::future::pending::<()>().await;
+        unreachable!()
+    })
+    .await;
+    let route = RoutePolicy {
+        timeouts: short_timeouts(300),
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route("r", "/", upstream(vec![backend.addr]), route)],
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let response = client().get(proxy.url("/")).send().await.unwrap();
+    assert_json_error(response, 504, "upstream_timeout").await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn refused_endpoint_is_a_502_and_failover_reaches_the_next() {
+    let dead = refused_addr().await;
+    let proxy_dead = TestProxy::start(config(
+        "",
+        vec![prefix_route("r", "/", upstream(vec![dead]), policy())],
+    ))
+    .await;
+    let response = client().get(proxy_dead.url("/")).send().await.unwrap();
+    assert_json_error(response, 502, "bad_gateway").await;
+
+    let backend = echo_backend().await;
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![dead, backend.addr]),
+            policy(),
+        )],
+    ))
+    .await;
+    let c = client();
+    // Round robin starts at each endpoint in turn; every request must still succeed.
+    for _ in 0..4 {
+        let response = c.get(proxy.url("/")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(backend.hits(), 4);
+}
+
+#[tokio::test]
+async fn round_robin_spreads_requests() {
+    let a = echo_backend().await;
+    let b = echo_backend().await;
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![a.addr, b.addr]),
+            policy(),
+        )],
+    ))
+    .await;
+    let c = client();
+    for _ in 0..6 {
+        assert_eq!(c.get(proxy.url("/")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (3, 3));
+}
+
+#[tokio::test]
+async fn https_redirect_is_308_to_the_same_path() {
+    let backend = echo_backend().await;
+    let redirecting = RoutePolicy {
+        https_redirect: Some(308),
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "api.test",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![backend.addr]),
+            redirecting,
+        )],
+    ))
+    .await;
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = c
+        .post(proxy.url("/v1/chat?x=1"))
+        .header("host", "api.test:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        response.headers()["location"],
+        "https://api.test/v1/chat?x=1"
+    );
+    assert_eq!(backend.hits(), 0);
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_client_and_h2c_upstream() {
+    let backend = echo_backend().await;
+    let proxy = TestProxy::start(config(
+        "",
+        vec![
+            prefix_route("h1", "/h1", upstream(vec![backend.addr]), policy()),
+            prefix_route(
+                "h2",
+                "/h2",
+                upstream_with(vec![backend.addr], UpstreamProtocol::H2c),
+                policy(),
+            ),
+        ],
+    ))
+    .await;
+    let c = h2c_client();
+    let response = c.get(proxy.url("/h1/x")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    let echo = json(response).await;
+    assert_eq!(echo["version"], "HTTP/1.1");
+    assert_eq!(
+        echo["headers"]["host"][0],
+        proxy.http.to_string(),
+        ":authority becomes Host"
+    );
+
+    let response = c.post(proxy.url("/h2/y")).body("abc").send().await.unwrap();
+    let echo = json(response).await;
+    assert_eq!(echo["version"], "HTTP/2.0");
+    assert_eq!(echo["body_len"], 3);
+    assert_eq!(echo["headers"]["x-forwarded-host"][0], "127.0.0.1");
+}
