@@ -144,10 +144,7 @@ fn cel_rules_cover_cross_field_constraints() {
     );
     let port = &route["backend"]["properties"]["service"]["properties"]["port"];
     assert_eq!(port["x-kubernetes-int-or-string"], true);
-    // Bounds per type as plain OpenAPI (a CEL rule here exceeded the API server's cost
-    // budget; e2e applies the CRD to a real one).
-    assert_eq!(port["maximum"].as_f64(), Some(65535.0));
-    assert_eq!(port["maxLength"].as_f64(), Some(15.0));
+    assert!(rules(port)[0].contains("type(self) == string"));
 }
 
 fn pattern(node: &Value) -> regex::Regex {
