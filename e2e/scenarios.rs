@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::ensure;
-use crate::support::{Backend, Cluster, Controller, R, backend_ip, client, eventually, get};
+use crate::support::{Backend, Cluster, Controller, R, client, eventually, get};
 
 const NS: &str = "e2e";
 const PUBLISH_ADDRESS: &str = "127.0.0.1";
@@ -108,11 +108,11 @@ impl Env {
 }
 
 async fn two_backends() -> (Backend, Backend) {
-    let ip = backend_ip();
-    let a = Backend::start("a", SocketAddr::new(ip, 0))
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let a = Backend::start("a", loopback)
         .await
         .expect("binding backend a");
-    let b = Backend::start("b", SocketAddr::new(ip, 0))
+    let b = Backend::start("b", loopback)
         .await
         .expect("binding backend b");
     (a, b)
@@ -120,17 +120,22 @@ async fn two_backends() -> (Backend, Backend) {
 
 /// A Service on port 80 (target port named `http`) and one EndpointSlice per backend
 /// (`<name>-<index>`), as the EndpointSlice controller makes when pods differ in port.
+/// The API server refuses loopback IPs in EndpointSlices, so each backend is published as
+/// an FQDN under `.localhost`, which airgate maps to 127.0.0.1 (RFC 6761 §6.3).
 fn service(name: &str, backends: &[&Backend]) -> Value {
     let mut items = vec![json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": NS},
         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})];
     for (i, b) in backends.iter().enumerate() {
-        items.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        items.push(
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
             "metadata": {"name": format!("{name}-{}", i + 1), "namespace": NS,
                          "labels": {"kubernetes.io/service-name": name}},
-            "addressType": "IPv4",
+            "addressType": "FQDN",
             "ports": [{"name": "http", "port": b.addr.port(), "protocol": "TCP"}],
-            "endpoints": [{"addresses": [b.addr.ip().to_string()], "conditions": {"ready": true}}]}));
+            "endpoints": [{"addresses": [format!("backend-{}.localhost", b.name)],
+                           "conditions": {"ready": true}}]}),
+        );
     }
     json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
