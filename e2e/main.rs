@@ -33,8 +33,9 @@ async fn e2e() {
 
     let scenarios: Vec<(&str, Scenario)> = vec![
         scenario!(scenarios::ready_and_explains_missing_crd),
-        scenario!(scenarios::install_crd),
+        // Before the CRD exists: Ingresses must be served all the same.
         scenario!(scenarios::ingress_is_served),
+        scenario!(scenarios::install_crd),
         scenario!(scenarios::airroute_is_served),
         scenario!(scenarios::route_change_is_served_within_a_second),
         scenario!(scenarios::deleted_route_answers_404),
