@@ -37,6 +37,7 @@ async fn e2e() {
         scenario!(scenarios::ingress_is_served),
         scenario!(scenarios::install_crd),
         scenario!(scenarios::airroute_is_served),
+        scenario!(scenarios::malformed_airroute_is_skipped),
         scenario!(scenarios::route_change_is_served_within_a_second),
         scenario!(scenarios::deleted_route_answers_404),
         scenario!(scenarios::scaled_endpoints_share_traffic),

@@ -197,19 +197,8 @@ pub async fn ready_and_explains_missing_crd(env: Arc<Env>) -> R {
 }
 
 /// `airgate crd | kubectl apply -f -`, then wait for the CRD to be Established.
-pub async fn install_crd(env: Arc<Env>) -> R {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airgate"))
-        .arg("crd")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("airgate crd: {e}"))?;
-    ensure!(out.status.success(), "airgate crd failed");
-    let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
-    env.cluster
-        .kubectl(&["apply", "-f", "-"], Some(&yaml))
-        .await?;
-    env.cluster
+async fn wait_established(cluster: &Cluster) -> R {
+    cluster
         .kubectl(
             &[
                 "wait",
@@ -219,8 +208,85 @@ pub async fn install_crd(env: Arc<Env>) -> R {
             ],
             None,
         )
+        .await
+        .map(|_| ())
+}
+
+/// First a schema-less AIRoute CRD and an AIRoute that is not a valid AIRoute (as an
+/// object written before a CRD upgrade would be), then the real CRD from
+/// `airgate crd | kubectl replace -f -`. The API server keeps serving the stored bad
+/// object; the controller must skip it and keep watching.
+pub async fn install_crd(env: Arc<Env>) -> R {
+    let loose = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "airoutes.airgate.dev"},
+        "spec": {"group": "airgate.dev", "scope": "Namespaced",
+            "names": {"kind": "AIRoute", "plural": "airoutes", "singular": "airoute",
+                      "shortNames": ["air"], "listKind": "AIRouteList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}});
+    env.cluster
+        .kubectl(&["create", "-f", "-"], Some(&loose.to_string()))
         .await?;
-    Ok(())
+    wait_established(&env.cluster).await?;
+    env.cluster
+        .kubectl(
+            &["create", "-f", "-"],
+            Some(
+                &json!({"apiVersion": "airgate.dev/v1alpha1", "kind": "AIRoute",
+                    "metadata": {"name": "broken", "namespace": NS},
+                    "spec": {"routes": "not-a-list"}})
+                .to_string(),
+            ),
+        )
+        .await?;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airgate"))
+        .arg("crd")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("airgate crd: {e}"))?;
+    ensure!(out.status.success(), "airgate crd failed");
+    let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+    env.cluster
+        .kubectl(&["replace", "-f", "-"], Some(&yaml))
+        .await?;
+    wait_established(&env.cluster).await
+}
+
+/// The bad AIRoute stored under the loose CRD was logged, counted and skipped.
+pub async fn malformed_airroute_is_skipped(env: Arc<Env>) -> R {
+    let plain = client(&[], Vec::new());
+    let metrics = format!("http://{}/metrics", env.controller.admin);
+    eventually(
+        "the malformed AIRoute counted as invalid",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = get(&plain, &metrics).await?;
+            let n: u64 = body
+                .lines()
+                .find_map(|l| l.strip_prefix("airgate_watch_events_total{kind=\"invalid\"} "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            ensure!(
+                n >= 1,
+                "airgate_watch_events_total{{kind=\"invalid\"}} is {n}"
+            );
+            ensure!(
+                env.controller.logs_contain("skipping AIRoute")
+                    && env.controller.logs_contain("broken"),
+                "no log line naming the skipped AIRoute"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    // Remove it so later scenarios run against a clean store.
+    env.cluster
+        .kubectl(&["delete", "air", "-n", NS, "broken", "--wait=false"], None)
+        .await
+        .map(|_| ())
 }
 
 pub async fn ingress_is_served(env: Arc<Env>) -> R {
