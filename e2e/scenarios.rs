@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::ensure;
-use crate::support::{Backend, Cluster, Controller, R, client, eventually, get};
+use crate::support::{Backend, Cluster, Controller, R, backend_ip, client, eventually, get};
 
 const NS: &str = "e2e";
 const PUBLISH_ADDRESS: &str = "127.0.0.1";
@@ -28,9 +28,7 @@ const HOSTS: &[&str] = &[
 pub struct Env {
     pub cluster: Cluster,
     pub controller: Controller,
-    /// Backend on 127.0.0.1:P.
     pub a: Backend,
-    /// Backend on 127.0.0.2:P (same port, so both fit one EndpointSlice).
     pub b: Backend,
     pub http: reqwest::Client,
 }
@@ -53,7 +51,7 @@ impl Env {
             .await
             .expect("creating the namespace and IngressClass");
         cluster
-            .apply(&service("echo", &[("127.0.0.1", a.addr.port())]))
+            .apply(&service("echo", &[&a]))
             .await
             .expect("creating Service echo");
         let controller = Controller::start(&cluster, &["--publish-address", PUBLISH_ADDRESS]).await;
@@ -110,35 +108,31 @@ impl Env {
 }
 
 async fn two_backends() -> (Backend, Backend) {
-    // Both on the same port so that one EndpointSlice (one port list) can hold both.
-    for _ in 0..20 {
-        let a = Backend::start("a", SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("binding backend a");
-        let port = a.addr.port();
-        if let Ok(b) = Backend::start("b", SocketAddr::from(([127, 0, 0, 2], port))).await {
-            return (a, b);
-        }
-    }
-    panic!("could not bind 127.0.0.1:P and 127.0.0.2:P for the same P in 20 tries");
+    let ip = backend_ip();
+    let a = Backend::start("a", SocketAddr::new(ip, 0))
+        .await
+        .expect("binding backend a");
+    let b = Backend::start("b", SocketAddr::new(ip, 0))
+        .await
+        .expect("binding backend b");
+    (a, b)
 }
 
-/// A Service on port 80 and its EndpointSlice with the given (address, port) endpoints.
-/// All endpoints must share one port.
-fn service(name: &str, endpoints: &[(&str, u16)]) -> Value {
-    let port = endpoints.first().map(|e| e.1).unwrap_or(80);
-    json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": format!("{name}-1"), "namespace": NS,
-                      "labels": {"kubernetes.io/service-name": name}},
-         "addressType": "IPv4",
-         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-         "endpoints": endpoints.iter().map(|(ip, _)| json!({
-             "addresses": [ip], "conditions": {"ready": true}
-         })).collect::<Vec<_>>()},
-    ]})
+/// A Service on port 80 (target port named `http`) and one EndpointSlice per backend
+/// (`<name>-<index>`), as the EndpointSlice controller makes when pods differ in port.
+fn service(name: &str, backends: &[&Backend]) -> Value {
+    let mut items = vec![json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})];
+    for (i, b) in backends.iter().enumerate() {
+        items.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-{}", i + 1), "namespace": NS,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": b.addr.port(), "protocol": "TCP"}],
+            "endpoints": [{"addresses": [b.addr.ip().to_string()], "conditions": {"ready": true}}]}));
+    }
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
 fn ingress(name: &str, class: &str, host: &str, path: &str, svc: &str) -> Value {
@@ -215,7 +209,7 @@ pub async fn install_crd(env: Arc<Env>) -> R {
             &[
                 "wait",
                 "--for=condition=Established",
-                "crd/airroutes.airgate.dev",
+                "crd/airoutes.airgate.dev",
                 "--timeout=30s",
             ],
             None,
@@ -265,20 +259,14 @@ pub async fn route_change_is_served_within_a_second(env: Arc<Env>) -> R {
 
 pub async fn deleted_route_answers_404(env: Arc<Env>) -> R {
     env.cluster
-        .kubectl(
-            &["delete", "airroute", "-n", NS, "change", "--wait=false"],
-            None,
-        )
+        .kubectl(&["delete", "air", "-n", NS, "change", "--wait=false"], None)
         .await?;
     env.answers("change.e2e.test", "/v2/x", 404, Duration::from_secs(2))
         .await
 }
 
 pub async fn scaled_endpoints_share_traffic(env: Arc<Env>) -> R {
-    let port = env.a.addr.port();
-    env.cluster
-        .apply(&service("spread", &[("127.0.0.1", port)]))
-        .await?;
+    env.cluster.apply(&service("spread", &[&env.a])).await?;
     env.cluster
         .apply(&ingress(
             "spread",
@@ -291,10 +279,7 @@ pub async fn scaled_endpoints_share_traffic(env: Arc<Env>) -> R {
     env.served_by("spread.e2e.test", "/", "a", Duration::from_secs(10))
         .await?;
     env.cluster
-        .apply(&service(
-            "spread",
-            &[("127.0.0.1", port), (&env.b.addr.ip().to_string(), port)],
-        ))
+        .apply(&service("spread", &[&env.a, &env.b]))
         .await?;
     env.served_by("spread.e2e.test", "/", "b", Duration::from_secs(5))
         .await?;
@@ -325,7 +310,7 @@ pub async fn missing_service_sets_resolved_refs_false(env: Arc<Env>) -> R {
         "ResolvedRefs=False naming the Service",
         Duration::from_secs(15),
         || async {
-            let obj = cluster.get_json("airroute", NS, "ghost").await?;
+            let obj = cluster.get_json("air", NS, "ghost").await?;
             let c = condition(&obj, "ResolvedRefs").ok_or("no ResolvedRefs condition")?;
             ensure!(c["status"] == "False", "ResolvedRefs is {c}");
             ensure!(
@@ -521,7 +506,7 @@ pub async fn status_is_written(env: Arc<Env>) -> R {
         "AIRoute api Accepted, ResolvedRefs and Ready",
         Duration::from_secs(15),
         || async {
-            let obj = cluster.get_json("airroute", NS, "api").await?;
+            let obj = cluster.get_json("air", NS, "api").await?;
             for t in ["Accepted", "ResolvedRefs", "Ready"] {
                 let c = condition(&obj, t).ok_or(format!("no {t} condition: {}", obj["status"]))?;
                 ensure!(c["status"] == "True", "{t} is {c}");

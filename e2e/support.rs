@@ -365,6 +365,29 @@ impl Controller {
     }
 }
 
+/// The address backends listen on. The API server refuses loopback addresses in
+/// EndpointSlices (`may not be in the loopback range`), so backends bind this machine's
+/// own non-loopback address (the one it would use to reach the network); traffic to it
+/// never leaves the host. `AIRGATE_E2E_BACKEND_IP` overrides it.
+pub fn backend_ip() -> std::net::IpAddr {
+    if let Ok(ip) = std::env::var("AIRGATE_E2E_BACKEND_IP") {
+        return ip.parse().expect("AIRGATE_E2E_BACKEND_IP is an IP address");
+    }
+    // Connecting a UDP socket sends nothing; it only asks the kernel which local address
+    // would be used. 198.51.100.0/24 is TEST-NET-2, never a real destination.
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").expect("UDP socket for probing");
+    let ip = probe
+        .connect("198.51.100.1:9")
+        .and_then(|_| probe.local_addr())
+        .map(|a| a.ip())
+        .expect("no non-loopback IPv4 address; set AIRGATE_E2E_BACKEND_IP");
+    assert!(
+        !ip.is_loopback() && !ip.is_unspecified(),
+        "found only {ip}; EndpointSlices cannot hold loopback addresses: set AIRGATE_E2E_BACKEND_IP"
+    );
+    ip
+}
+
 /// A local HTTP backend that answers every request with `backend=<name> path=<path>`.
 pub struct Backend {
     pub addr: SocketAddr,

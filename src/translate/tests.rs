@@ -1201,7 +1201,9 @@ spec:
         addrs(r),
         ["127.0.0.1:9001", "127.0.0.1:9002"].map(|a| a.parse::<SocketAddr>().unwrap())
     );
+}
 
+#[test]
 fn app_protocol_picks_upstream_protocol_for_airroutes() {
     let y = r#"
 apiVersion: v1
