@@ -129,10 +129,17 @@ pub fn election_namespace(args: &ControllerArgs) -> String {
         .unwrap_or_else(|| "default".into())
 }
 
-/// Entry point of `airgate controller` (inside a tokio runtime, logging set up): connect to the API server, then serve the data
+/// Entry point of `airgate controller`: logging, the tokio runtime, then [`run_async`].
+pub fn run(args: ControllerArgs) -> Result<(), Error> {
+    crate::telemetry::init_logging(args.proxy.log_format);
+    let rt = crate::serve::tokio_runtime(args.proxy.worker_threads)?;
+    rt.block_on(run_async(args))
+}
+
+/// Cluster mode on the current runtime: connect to the API server, then serve the data
 /// plane and admin listeners exactly as `serve` does, with the watches, the reconcile loop,
 /// leader election and the status writer as the configuration source.
-pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+pub async fn run_async(args: ControllerArgs) -> Result<(), Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let _access_log = crate::telemetry::access::init(&args.proxy.access_log, args.proxy.log_format)
         .map_err(crate::serve::Error::AccessLog)?;
