@@ -684,6 +684,26 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_mapped_ipv6_clients_share_the_ipv4_bucket() {
+        // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+        let t0 = Instant::now();
+        let zone = Zone::with_state(
+            spec("t/a/v6", 1, Duration::from_secs(60)),
+            RandomState::new(),
+            t0,
+        );
+        let l = limit(0, true);
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(one(&zone, &l, IP, t0), Decision::Allow);
+        assert!(matches!(
+            one(&zone, &l, mapped, t0),
+            Decision::Reject { .. }
+        ));
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(one(&zone, &l, v6, t0), Decision::Allow);
+    }
+
+    #[test]
     fn exempt_clients_are_not_counted() {
         let t0 = Instant::now();
         let zone = Zone::with_state(
