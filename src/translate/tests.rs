@@ -1512,3 +1512,33 @@ fn airroute_as_returned_by_the_api_server_translates() {
     assert_eq!(t.config.zones[rl.zone].size_bytes, 1048576);
     assert!(route(&t, "x.ai.example.com", "/tts/a").is_some());
 }
+
+#[test]
+fn wildcard_certificate_serves_one_label() {
+    let (crt, key) = super::tls::tests::self_signed("*.example.com");
+    let mut o = objects(
+        r#"
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: w, namespace: ai}
+spec:
+  hosts: ["*.example.com"]
+  tls: {secretName: wild}
+  routes: [{path: /, backend: {url: "http://10.0.0.5:8000"}}]
+"#,
+    );
+    o.secrets
+        .push(super::tls::tests::tls_secret("ai", "wild", &crt, &key));
+    let t = translate(&o, &Options::default());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert!(t.config.certs.find("a.example.com").is_some());
+    assert!(t.config.certs.find("example.com").is_none());
+    assert!(t.config.certs.find("a.b.example.com").is_none());
+    assert_eq!(
+        route(&t, "a.example.com", "/")
+            .unwrap()
+            .policy
+            .https_redirect,
+        Some(308)
+    );
+}
