@@ -277,12 +277,14 @@ fn finish(
     let (mut parts, body) = response.into_parts();
     if let Some(route) = &ctx.route {
         if route.policy.security_headers {
-            security::apply_security_headers(&mut parts.headers);
+            security::apply_security_headers_tls(&mut parts.headers, ctx.conn.tls);
         }
-        if let (Some(cors_policy), Some(origin), false) =
-            (&route.policy.cors, &ctx.cors_origin, ctx.preflight)
-        {
-            cors::apply(cors_policy, origin, &mut parts.headers);
+        if let (Some(cors_policy), false) = (&route.policy.cors, ctx.preflight) {
+            // airgate owns CORS on routes with a policy: a backend's `*` must not widen it.
+            cors::strip_upstream(&mut parts.headers);
+            if let Some(origin) = &ctx.cors_origin {
+                cors::apply(cors_policy, origin, &mut parts.headers);
+            }
         }
     }
     let log = Box::new(RequestLog {
