@@ -99,7 +99,11 @@ pub async fn handle(
     };
     let log_base = (
         parts.method.to_string(),
-        parts.uri.path().to_string(),
+        // Path and query, as nginx's `$request` logs them.
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
         protocol_name(parts.version),
         parts
             .headers
