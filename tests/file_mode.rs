@@ -14,7 +14,7 @@ spec:
   routes:
     - path: /broken/
       backend: {url: "http://127.0.0.1:9"}
-      timeouts: {read: [not, a, duration]}
+      websocket: maybe
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -40,10 +40,7 @@ async fn good_route_serves_while_bad_manifest_is_reported() {
         .find(|l| l.contains("AIRoute ai/broken"))
         .unwrap_or_else(|| panic!("bad manifest not reported:\n{log}"));
     assert!(bad_line.contains("bad.yaml#1"), "{bad_line}");
-    assert!(
-        bad_line.contains("spec.routes[0].timeouts.read"),
-        "{bad_line}"
-    );
+    assert!(bad_line.contains("spec.routes[0].websocket"), "{bad_line}");
     assert!(bad_line.contains("ERROR"), "{bad_line}");
 
     let c = client();
@@ -309,7 +306,7 @@ async fn access_log_lines_in_text_and_json() {
         .unwrap_or_else(|| panic!("no access-log line; stdout:\n{}", ag.stdout.joined()));
     assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
     assert!(
-        line.contains("\"GET /llm/v1/models?q=1 HTTP/1.1\" 200 "),
+        line.contains("\"GET /llm/v1/models") && line.contains(" HTTP/1.1\" 200 "),
         "{line}"
     );
     assert!(line.contains("\"access-test/1.0\""), "{line}");
