@@ -381,3 +381,41 @@ async fn access_log_to_a_file_and_off() {
         .await;
     assert!(line.is_none(), "{line:?}");
 }
+
+/// `--config` naming one file: editors replace it by rename, which a watch on the file
+/// itself would lose after the first save; every save must still be picked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_file_config_survives_repeated_rename_saves() {
+    let a = Backend::start("a").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("airgate.yaml");
+    std::fs::write(
+        &file,
+        airroute("default", "r", &[("/v0/", format!("http://{}", a.addr))]),
+    )
+    .expect("write");
+    let ag = Airgate::serve(&file, &[]).await;
+    let c = client();
+    let mut worst = Duration::ZERO;
+    for i in 1..=3 {
+        let path = format!("/v{i}/");
+        let changed = Instant::now();
+        write_atomically(
+            &file,
+            &airroute("default", "r", &[(&path, format!("http://{}", a.addr))]),
+        );
+        let url = ag.url(&format!("{path}x"));
+        let (ok, status, body) = poll(&c, &url, Duration::from_secs(1), |s, _| s == 200).await;
+        let took = changed.elapsed();
+        assert!(ok, "save {i} not served after {took:?}: {status} {body}");
+        worst = worst.max(took);
+        // The previous version of the route is gone: one snapshot, swapped whole.
+        let old = c
+            .get(ag.url(&format!("/v{}/x", i - 1)))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(old.status(), 404);
+    }
+    println!("worst change-to-served latency: {worst:?}");
+}
