@@ -33,6 +33,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Controller(_) => anyhow::bail!("controller mode is not wired yet"),
+        Command::Controller(args) => {
+            airgate::telemetry::init_logging(args.proxy.log_format);
+            airgate::serve::tokio_runtime(args.proxy.worker_threads)?
+                .block_on(airgate::controller::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,0 +1,641 @@
+//! The scenarios, in the order `main` runs them. Each uses its own object names and host
+//! names so that one failing does not disturb the next.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::ensure;
+use crate::support::{Backend, Cluster, Controller, R, client, eventually, get};
+
+const NS: &str = "e2e";
+const PUBLISH_ADDRESS: &str = "127.0.0.1";
+const HOSTS: &[&str] = &[
+    "web.e2e.test",
+    "api.e2e.test",
+    "change.e2e.test",
+    "spread.e2e.test",
+    "ghost.e2e.test",
+    "foreign.e2e.test",
+    "sentinel.e2e.test",
+    "tls.e2e.test",
+    "steady.e2e.test",
+    "after.e2e.test",
+];
+
+pub struct Env {
+    pub cluster: Cluster,
+    pub controller: Controller,
+    /// Backend on 127.0.0.1:P.
+    pub a: Backend,
+    /// Backend on 127.0.0.2:P (same port, so both fit one EndpointSlice).
+    pub b: Backend,
+    pub http: reqwest::Client,
+}
+
+impl Env {
+    /// Start the cluster, the backends, the base objects, and the controller (before the
+    /// CRD exists, on purpose).
+    pub async fn setup() -> Env {
+        let cluster = tokio::task::spawn_blocking(Cluster::start)
+            .await
+            .expect("cluster start task");
+        let (a, b) = two_backends().await;
+        cluster
+            .apply(&json!({"apiVersion": "v1", "kind": "List", "items": [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+                {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                 "metadata": {"name": "airgate"},
+                 "spec": {"controller": "airgate.dev/ingress-controller"}},
+            ]}))
+            .await
+            .expect("creating the namespace and IngressClass");
+        cluster
+            .apply(&service("echo", &[("127.0.0.1", a.addr.port())]))
+            .await
+            .expect("creating Service echo");
+        let controller = Controller::start(&cluster, &["--publish-address", PUBLISH_ADDRESS]).await;
+        let http = client(HOSTS, Vec::new());
+        Env {
+            cluster,
+            controller,
+            a,
+            b,
+            http,
+        }
+    }
+
+    pub async fn shutdown(mut self) -> R {
+        ensure!(
+            self.controller.is_running(),
+            "the controller exited during the run"
+        );
+        let status = self.controller.terminate().await?;
+        ensure!(
+            status.success(),
+            "controller exited with {status} after SIGTERM"
+        );
+        Ok(())
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.controller.http.port())
+    }
+
+    /// Wait until `host`+`path` answers 200 from `backend`.
+    async fn served_by(&self, host: &str, path: &str, backend: &str, within: Duration) -> R {
+        let url = self.url(host, path);
+        eventually(&format!("{url} served by {backend}"), within, || async {
+            let (status, body) = get(&self.http, &url).await?;
+            ensure!(
+                status == 200 && body.starts_with(&format!("backend={backend} ")),
+                "{status} {body}"
+            );
+            Ok(())
+        })
+        .await
+    }
+
+    async fn answers(&self, host: &str, path: &str, want: u16, within: Duration) -> R {
+        let url = self.url(host, path);
+        eventually(&format!("{url} answers {want}"), within, || async {
+            let (status, body) = get(&self.http, &url).await?;
+            ensure!(status == want, "{status} {body}");
+            Ok(())
+        })
+        .await
+    }
+}
+
+async fn two_backends() -> (Backend, Backend) {
+    // Both on the same port so that one EndpointSlice (one port list) can hold both.
+    for _ in 0..20 {
+        let a = Backend::start("a", SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("binding backend a");
+        let port = a.addr.port();
+        if let Ok(b) = Backend::start("b", SocketAddr::from(([127, 0, 0, 2], port))).await {
+            return (a, b);
+        }
+    }
+    panic!("could not bind 127.0.0.1:P and 127.0.0.2:P for the same P in 20 tries");
+}
+
+/// A Service on port 80 and its EndpointSlice with the given (address, port) endpoints.
+/// All endpoints must share one port.
+fn service(name: &str, endpoints: &[(&str, u16)]) -> Value {
+    let port = endpoints.first().map(|e| e.1).unwrap_or(80);
+    json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
+         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}},
+        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+         "metadata": {"name": format!("{name}-1"), "namespace": NS,
+                      "labels": {"kubernetes.io/service-name": name}},
+         "addressType": "IPv4",
+         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+         "endpoints": endpoints.iter().map(|(ip, _)| json!({
+             "addresses": [ip], "conditions": {"ready": true}
+         })).collect::<Vec<_>>()},
+    ]})
+}
+
+fn ingress(name: &str, class: &str, host: &str, path: &str, svc: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"name": name, "namespace": NS},
+           "spec": {"ingressClassName": class, "rules": [{"host": host, "http": {"paths": [
+               {"path": path, "pathType": "Prefix",
+                "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}]}})
+}
+
+fn airroute(name: &str, host: &str, path: &str, svc: &str) -> Value {
+    json!({"apiVersion": "airgate.dev/v1alpha1", "kind": "AIRoute",
+           "metadata": {"name": name, "namespace": NS},
+           "spec": {"ingressClassName": "airgate", "hosts": [host], "routes": [
+               {"path": path, "backend": {"service": {"name": svc, "port": 80}}}]}})
+}
+
+fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+// ------------------------------------------------------------------------- scenarios
+
+/// Started before the CRD exists: it becomes ready (Ingresses are still served) and tells
+/// the operator how to install the CRD.
+pub async fn ready_and_explains_missing_crd(env: Arc<Env>) -> R {
+    let admin = format!("http://{}/readyz", env.controller.admin);
+    let plain = client(&[], Vec::new());
+    eventually(
+        "/readyz 200 after the initial sync",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = get(&plain, &admin).await?;
+            ensure!(status == 200, "{status} {body}");
+            Ok(())
+        },
+    )
+    .await?;
+    eventually(
+        "a log line explaining the missing CRD",
+        Duration::from_secs(10),
+        || async {
+            ensure!(
+                env.controller.logs_contain("AIRoute CRD")
+                    && env
+                        .controller
+                        .logs_contain("airgate crd | kubectl apply -f -"),
+                "no such line yet"
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// `airgate crd | kubectl apply -f -`, then wait for the CRD to be Established.
+pub async fn install_crd(env: Arc<Env>) -> R {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airgate"))
+        .arg("crd")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("airgate crd: {e}"))?;
+    ensure!(out.status.success(), "airgate crd failed");
+    let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
+    env.cluster
+        .kubectl(&["apply", "-f", "-"], Some(&yaml))
+        .await?;
+    env.cluster
+        .kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/airroutes.airgate.dev",
+                "--timeout=30s",
+            ],
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn ingress_is_served(env: Arc<Env>) -> R {
+    env.cluster
+        .apply(&ingress("web", "airgate", "web.e2e.test", "/", "echo"))
+        .await?;
+    env.served_by("web.e2e.test", "/hello", "a", Duration::from_secs(10))
+        .await
+}
+
+/// The CRD was installed after the controller started: its AIRoute watch must pick it up.
+pub async fn airroute_is_served(env: Arc<Env>) -> R {
+    env.cluster
+        .apply(&airroute("api", "api.e2e.test", "/v1", "echo"))
+        .await?;
+    env.served_by("api.e2e.test", "/v1/models", "a", Duration::from_secs(15))
+        .await?;
+    env.answers("api.e2e.test", "/other", 404, Duration::from_secs(2))
+        .await
+}
+
+pub async fn route_change_is_served_within_a_second(env: Arc<Env>) -> R {
+    env.cluster
+        .apply(&airroute("change", "change.e2e.test", "/v1", "echo"))
+        .await?;
+    env.served_by("change.e2e.test", "/v1/x", "a", Duration::from_secs(10))
+        .await?;
+    env.cluster
+        .apply(&airroute("change", "change.e2e.test", "/v2", "echo"))
+        .await?;
+    let applied = Instant::now();
+    env.served_by("change.e2e.test", "/v2/x", "a", Duration::from_secs(1))
+        .await?;
+    eprintln!(
+        "e2e: route change served {:?} after kubectl apply returned",
+        applied.elapsed()
+    );
+    env.answers("change.e2e.test", "/v1/x", 404, Duration::from_secs(1))
+        .await
+}
+
+pub async fn deleted_route_answers_404(env: Arc<Env>) -> R {
+    env.cluster
+        .kubectl(
+            &["delete", "airroute", "-n", NS, "change", "--wait=false"],
+            None,
+        )
+        .await?;
+    env.answers("change.e2e.test", "/v2/x", 404, Duration::from_secs(2))
+        .await
+}
+
+pub async fn scaled_endpoints_share_traffic(env: Arc<Env>) -> R {
+    let port = env.a.addr.port();
+    env.cluster
+        .apply(&service("spread", &[("127.0.0.1", port)]))
+        .await?;
+    env.cluster
+        .apply(&ingress(
+            "spread",
+            "airgate",
+            "spread.e2e.test",
+            "/",
+            "spread",
+        ))
+        .await?;
+    env.served_by("spread.e2e.test", "/", "a", Duration::from_secs(10))
+        .await?;
+    env.cluster
+        .apply(&service(
+            "spread",
+            &[("127.0.0.1", port), (&env.b.addr.ip().to_string(), port)],
+        ))
+        .await?;
+    env.served_by("spread.e2e.test", "/", "b", Duration::from_secs(5))
+        .await?;
+    let url = env.url("spread.e2e.test", "/");
+    let (mut a, mut b) = (0, 0);
+    for _ in 0..40 {
+        let (status, body) = get(&env.http, &url).await?;
+        ensure!(status == 200, "{status} {body}");
+        if body.starts_with("backend=a ") {
+            a += 1;
+        } else if body.starts_with("backend=b ") {
+            b += 1;
+        }
+    }
+    ensure!(
+        a >= 10 && b >= 10,
+        "traffic not spread over both endpoints: a={a} b={b}"
+    );
+    Ok(())
+}
+
+pub async fn missing_service_sets_resolved_refs_false(env: Arc<Env>) -> R {
+    env.cluster
+        .apply(&airroute("ghost", "ghost.e2e.test", "/", "no-such-service"))
+        .await?;
+    let cluster = &env.cluster;
+    eventually(
+        "ResolvedRefs=False naming the Service",
+        Duration::from_secs(15),
+        || async {
+            let obj = cluster.get_json("airroute", NS, "ghost").await?;
+            let c = condition(&obj, "ResolvedRefs").ok_or("no ResolvedRefs condition")?;
+            ensure!(c["status"] == "False", "ResolvedRefs is {c}");
+            ensure!(
+                c["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no-such-service"),
+                "message does not name the Service: {c}"
+            );
+            let ready = condition(&obj, "Ready").ok_or("no Ready condition")?;
+            ensure!(ready["status"] == "False", "Ready is {ready}");
+            Ok(())
+        },
+    )
+    .await?;
+    // One Warning Event for the problem, not one per reconcile.
+    let events = || async {
+        let out = cluster
+            .kubectl(
+                &[
+                    "get",
+                    "events",
+                    "-n",
+                    NS,
+                    "--field-selector",
+                    "involvedObject.name=ghost,type=Warning",
+                    "-o",
+                    "json",
+                ],
+                None,
+            )
+            .await?;
+        let v: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        Ok::<usize, String>(v["items"].as_array().map(Vec::len).unwrap_or(0))
+    };
+    eventually(
+        "a Warning Event about ghost",
+        Duration::from_secs(10),
+        || async {
+            let n = events().await?;
+            ensure!(n >= 1, "no Warning Event yet");
+            Ok(())
+        },
+    )
+    .await?;
+    let before = events().await?;
+    // Force more reconciles, then check no new Event appeared for the same problem.
+    env.cluster
+        .apply(&ingress(
+            "nudge",
+            "airgate",
+            "ghost.e2e.test",
+            "/nudge",
+            "echo",
+        ))
+        .await?;
+    env.served_by("ghost.e2e.test", "/nudge", "a", Duration::from_secs(10))
+        .await?;
+    let after = events().await?;
+    ensure!(
+        after == before,
+        "Warning Events repeated on reconcile: {before} -> {after}"
+    );
+    Ok(())
+}
+
+pub async fn invalid_airroute_is_refused_by_the_api_server(env: Arc<Env>) -> R {
+    let mut bad_rate = airroute("bad-rate", "bad.e2e.test", "/", "echo");
+    bad_rate["spec"]["rateZones"] = json!([{"name": "llm", "rate": "fast"}]);
+    let (ok, _, err) = env
+        .cluster
+        .kubectl_raw(&["apply", "-f", "-"], Some(&bad_rate.to_string()))
+        .await?;
+    ensure!(
+        !ok,
+        "an AIRoute with rate \"fast\" was accepted by the API server"
+    );
+    ensure!(
+        err.contains("is invalid") && err.contains("rate"),
+        "the refusal does not name the field: {err}"
+    );
+
+    let mut bad_zone = airroute("bad-zone", "bad.e2e.test", "/", "echo");
+    bad_zone["spec"]["rateZones"] = json!([{"name": "llm", "rate": "10r/s"}]);
+    bad_zone["spec"]["routes"][0]["rateLimit"] = json!({"zone": "undeclared"});
+    let (ok, _, err) = env
+        .cluster
+        .kubectl_raw(&["apply", "-f", "-"], Some(&bad_zone.to_string()))
+        .await?;
+    ensure!(
+        !ok,
+        "an AIRoute naming an undeclared zone was accepted by the API server"
+    );
+    ensure!(
+        err.contains("is invalid") && err.contains("zone"),
+        "the refusal does not explain the zone: {err}"
+    );
+    Ok(())
+}
+
+pub async fn other_class_ingress_is_ignored(env: Arc<Env>) -> R {
+    env.cluster
+        .apply(&ingress(
+            "foreign",
+            "other",
+            "foreign.e2e.test",
+            "/",
+            "echo",
+        ))
+        .await?;
+    // Same watch, applied later: once the sentinel is served, the foreign one was seen.
+    env.cluster
+        .apply(&ingress(
+            "sentinel",
+            "airgate",
+            "sentinel.e2e.test",
+            "/",
+            "echo",
+        ))
+        .await?;
+    env.served_by("sentinel.e2e.test", "/", "a", Duration::from_secs(10))
+        .await?;
+    let (status, body) = get(&env.http, &env.url("foreign.e2e.test", "/")).await?;
+    ensure!(
+        status == 404,
+        "Ingress of class other was served: {status} {body}"
+    );
+    let obj = env.cluster.get_json("ingress", NS, "foreign").await?;
+    ensure!(
+        obj.pointer("/status/loadBalancer/ingress").is_none(),
+        "status written on an Ingress of another class: {}",
+        obj["status"]
+    );
+    Ok(())
+}
+
+pub async fn tls_secret_added_later_is_served(env: Arc<Env>) -> R {
+    let mut route = airroute("secure", "tls.e2e.test", "/", "echo");
+    route["spec"]["tls"] = json!({"secretName": "late-cert"});
+    env.cluster.apply(&route).await?;
+    let cert = rcgen::generate_simple_self_signed(vec!["tls.e2e.test".to_string()])
+        .map_err(|e| e.to_string())?;
+    let pem = cert.cert.pem();
+    let key = cert.signing_key.serialize_pem();
+    let roots = vec![reqwest::Certificate::from_pem(pem.as_bytes()).map_err(|e| e.to_string())?];
+    let tls_client = client(&["tls.e2e.test"], roots);
+    let url = format!("https://tls.e2e.test:{}/", env.controller.https.port());
+    // The Secret does not exist yet: no certificate of ours can be served.
+    if let Ok((status, _)) = get(&tls_client, &url).await {
+        return Err(format!(
+            "TLS handshake with our CA succeeded before the Secret existed ({status})"
+        ));
+    }
+    use base64_engine::encode;
+    env.cluster
+        .apply(&json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                       "metadata": {"name": "late-cert", "namespace": NS},
+                       "data": {"tls.crt": encode(pem.as_bytes()), "tls.key": encode(key.as_bytes())}}))
+        .await?;
+    eventually(
+        "the new certificate served by SNI",
+        Duration::from_secs(10),
+        || async {
+            let (status, body) = get(&tls_client, &url).await?;
+            ensure!(
+                status == 200 && body.starts_with("backend=a "),
+                "{status} {body}"
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
+pub async fn status_is_written(env: Arc<Env>) -> R {
+    let cluster = &env.cluster;
+    eventually(
+        "Ingress status.loadBalancer from --publish-address",
+        Duration::from_secs(15),
+        || async {
+            let obj = cluster.get_json("ingress", NS, "web").await?;
+            let ip = obj.pointer("/status/loadBalancer/ingress/0/ip");
+            ensure!(
+                ip == Some(&json!(PUBLISH_ADDRESS)),
+                "status is {}",
+                obj["status"]
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    eventually(
+        "AIRoute api Accepted, ResolvedRefs and Ready",
+        Duration::from_secs(15),
+        || async {
+            let obj = cluster.get_json("airroute", NS, "api").await?;
+            for t in ["Accepted", "ResolvedRefs", "Ready"] {
+                let c = condition(&obj, t).ok_or(format!("no {t} condition: {}", obj["status"]))?;
+                ensure!(c["status"] == "True", "{t} is {c}");
+            }
+            ensure!(
+                obj.pointer("/status/observedGeneration") == obj.pointer("/metadata/generation"),
+                "observedGeneration {} != generation {}",
+                obj["status"]["observedGeneration"],
+                obj["metadata"]["generation"]
+            );
+            let managers = obj
+                .pointer("/metadata/managedFields")
+                .cloned()
+                .unwrap_or_default();
+            ensure!(
+                managers.as_array().is_some_and(|m| m
+                    .iter()
+                    .any(|f| f["manager"] == "airgate" && f["subresource"] == "status")),
+                "status not written by field manager airgate: {managers}"
+            );
+            Ok(())
+        },
+    )
+    .await
+}
+
+pub async fn apiserver_restart_does_not_interrupt_traffic(env: Arc<Env>) -> R {
+    env.cluster
+        .apply(&ingress(
+            "steady",
+            "airgate",
+            "steady.e2e.test",
+            "/",
+            "echo",
+        ))
+        .await?;
+    env.served_by("steady.e2e.test", "/", "a", Duration::from_secs(10))
+        .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let traffic = tokio::spawn({
+        let (stop, ok, http, url) = (
+            stop.clone(),
+            ok.clone(),
+            env.http.clone(),
+            env.url("steady.e2e.test", "/"),
+        );
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(150);
+            while !stop.load(Ordering::Acquire) && Instant::now() < deadline {
+                match get(&http, &url).await {
+                    Ok((200, body)) if body.starts_with("backend=a ") => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => return Err(format!("request failed during the restart: {other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(())
+        }
+    });
+    let restarted = env.cluster.restart_apiserver().await;
+    // Traffic while the watches reconnect, then a change must be picked up again.
+    let after = async {
+        env.cluster
+            .apply(&ingress("after", "airgate", "after.e2e.test", "/", "echo"))
+            .await?;
+        env.served_by("after.e2e.test", "/", "a", Duration::from_secs(20))
+            .await
+    }
+    .await;
+    stop.store(true, Ordering::Release);
+    let traffic = traffic.await.map_err(|e| format!("traffic task: {e}"))?;
+    restarted?;
+    traffic?;
+    after?;
+    let served = ok.load(Ordering::Relaxed);
+    ensure!(
+        served >= 20,
+        "only {served} requests completed during the restart"
+    );
+    eprintln!("e2e: {served} requests served without error across the API server restart");
+    Ok(())
+}
+
+/// Standard base64 without pulling a crate in for one use.
+mod base64_engine {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn encodes_like_rfc4648() {
+        assert_eq!(encode(b""), "");
+        assert_eq!(encode(b"f"), "Zg==");
+        assert_eq!(encode(b"fo"), "Zm8=");
+        assert_eq!(encode(b"foo"), "Zm9v");
+        assert_eq!(encode(b"foobar"), "Zm9vYmFy");
+    }
+}
