@@ -215,7 +215,10 @@ async fn main() -> Result<(), String> {
             let l = TcpListener::bind(addr)
                 .await
                 .map_err(|e| format!("bind {addr}: {e}"))?;
-            println!("https={}", l.local_addr().map_err(|e| e.to_string())?.port());
+            println!(
+                "https={}",
+                l.local_addr().map_err(|e| e.to_string())?.port()
+            );
             Some((l, tls_acceptor(&cert, &key)?))
         }
         _ => None,
