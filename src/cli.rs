@@ -49,6 +49,7 @@ pub struct ProxyArgs {
     /// IngressClass name this instance serves.
     #[arg(long, env = "AIRGATE_INGRESS_CLASS", default_value = "airgate")]
     pub ingress_class: String,
+    /// Format of logs (stderr) and access-log lines (stdout): text or json.
     #[arg(long, env = "AIRGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Networks whose X-Forwarded-For / X-Real-IP are trusted (comma separated CIDRs).

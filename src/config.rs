@@ -350,3 +350,105 @@ pub fn normalize_prefix(path: &str) -> String {
         trimmed.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str, path: PathMatch) -> Arc<Route> {
+        Arc::new(Route {
+            name: name.into(),
+            path,
+            backend: Backend::Unavailable {
+                status: 503,
+                message: "test".into(),
+            },
+            policy: RoutePolicy::default(),
+        })
+    }
+
+    fn vhost(host: &str, prefixes: &[&str]) -> VirtualHost {
+        let mut vh = VirtualHost {
+            host: host.into(),
+            ..VirtualHost::default()
+        };
+        for p in prefixes {
+            let key = normalize_prefix(p);
+            vh.prefix.insert(
+                key.clone(),
+                route(&format!("{host}{p}"), PathMatch::Prefix(key)),
+            );
+        }
+        vh
+    }
+
+    fn name(c: &Config, host: &str, path: &str) -> Option<String> {
+        c.find_route(host, path).map(|r| r.name.to_string())
+    }
+
+    #[test]
+    fn host_precedence_exact_then_wildcard_then_any() {
+        let mut c = Config {
+            vhosts: vec![
+                vhost("a.example.com", &["/"]),
+                vhost("*.example.com", &["/"]),
+                vhost("", &["/"]),
+            ],
+            ..Config::default()
+        };
+        c.exact_hosts.insert("a.example.com".into(), 0);
+        c.wildcard_hosts.insert("example.com".into(), 1);
+        c.any_host = Some(2);
+        c.default_route = Some(route("default", PathMatch::Prefix("/".into())));
+        assert_eq!(name(&c, "a.example.com", "/x").unwrap(), "a.example.com/");
+        assert_eq!(name(&c, "b.example.com", "/x").unwrap(), "*.example.com/");
+        assert_eq!(name(&c, "example.com", "/x").unwrap(), "/");
+        assert_eq!(name(&c, "a.b.example.com", "/x").unwrap(), "/");
+        c.any_host = None;
+        assert_eq!(name(&c, "other.test", "/x").unwrap(), "default");
+    }
+
+    #[test]
+    fn exact_then_regex_then_prefix_then_fallback() {
+        let mut vh = vhost("h", &["/", "/v1"]);
+        vh.exact.insert(
+            "/v1/models".into(),
+            route("exact", PathMatch::Exact("/v1/models".into())),
+        );
+        let re = regex::RegexBuilder::new("^/v1/chat/.*")
+            .case_insensitive(true)
+            .build()
+            .unwrap();
+        vh.regex.push(route("regex", PathMatch::Regex(re)));
+        let mut c = Config {
+            vhosts: vec![vh],
+            ..Config::default()
+        };
+        c.exact_hosts.insert("h".into(), 0);
+        assert_eq!(name(&c, "h", "/v1/models").unwrap(), "exact");
+        assert_eq!(name(&c, "h", "/v1/models/x").unwrap(), "h/v1");
+        assert_eq!(name(&c, "h", "/V1/CHAT/completions").unwrap(), "regex");
+        assert_eq!(name(&c, "h", "/v1").unwrap(), "h/v1");
+        assert_eq!(name(&c, "h", "/v2").unwrap(), "h/");
+        assert_eq!(name(&c, "h", "").unwrap(), "h/");
+
+        let mut vh = vhost("h", &["/api"]);
+        vh.fallback = Some(route("fallback", PathMatch::Prefix("/".into())));
+        let mut c = Config {
+            vhosts: vec![vh],
+            ..Config::default()
+        };
+        c.exact_hosts.insert("h".into(), 0);
+        c.default_route = Some(route("default", PathMatch::Prefix("/".into())));
+        assert_eq!(name(&c, "h", "/other").unwrap(), "fallback");
+        assert_eq!(name(&c, "elsewhere", "/api").unwrap(), "default");
+    }
+
+    #[test]
+    fn normalize_prefix_keeps_root() {
+        assert_eq!(normalize_prefix("/"), "/");
+        assert_eq!(normalize_prefix("///"), "/");
+        assert_eq!(normalize_prefix("/a/b/"), "/a/b");
+        assert_eq!(normalize_prefix(""), "/");
+    }
+}

@@ -255,14 +255,19 @@ impl<'a> ClassRule<'a> {
 
 /// Conflicts are settled by age: the oldest object wins, then namespace/name.
 /// Objects without a creationTimestamp (file mode) sort first, by namespace/name.
-type AgeKey = (Option<String>, String, String, &'static str);
+type AgeKey = (
+    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    String,
+    String,
+    &'static str,
+);
 
 fn age_key(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     kind: &'static str,
 ) -> AgeKey {
     (
-        meta.creation_timestamp.as_ref().map(|t| t.0.to_string()),
+        meta.creation_timestamp.clone(),
         namespace_of(meta).to_string(),
         meta.name.clone().unwrap_or_default(),
         kind,

@@ -144,7 +144,7 @@ fn cel_rules_cover_cross_field_constraints() {
     );
     let port = &route["backend"]["properties"]["service"]["properties"]["port"];
     assert_eq!(port["x-kubernetes-int-or-string"], true);
-    assert!(rules(port)[0].contains("type(self) == int"));
+    assert!(rules(port)[0].contains("type(self) == string"));
 }
 
 fn pattern(node: &Value) -> regex::Regex {

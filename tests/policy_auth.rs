@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use airgate::config::{AuthHookPolicy, RoutePolicy};
 use policy_support::{Answer, ConfigBuilder, Proxy, Seen, Server, auth_hook, client, metric};
 
-/// Answers by `X-API-Key`: `good` -> 200 with X-User-Id, `slow` -> 200 after 3 s,
+/// Answers by `X-API-Key`: `good` -> 200 with X-User-Id, `anonymous` -> 200 without
+/// it, `slow` -> 200 after 3 s,
 /// `broken` -> 502, anything else -> 401 with WWW-Authenticate.
 async fn hook_server() -> Server {
     Server::start(|seen: &Seen| -> Answer {
@@ -27,6 +28,7 @@ async fn hook_server() -> Server {
                 String::new(),
                 None,
             ),
+            "anonymous" => (200, vec![], String::new(), None),
             "slow" => (200, vec![], String::new(), Some(Duration::from_secs(3))),
             "broken" => (502, vec![], "upstream of the hook is down".into(), None),
             _ => (
@@ -238,5 +240,33 @@ async fn cached_answers_skip_the_hook() {
             "airgate_auth_total{{hook=\"{id}\",outcome=\"cache_hit\"}}"
         )),
         Some(3.0)
+    );
+}
+
+#[tokio::test]
+async fn client_cannot_forge_copied_headers_when_the_hook_sends_none() {
+    let hook = hook_server().await;
+    let backend = Server::backend().await;
+    let policy = with_hook(auth_hook(hook.addr, Duration::from_secs(2), false));
+    let proxy = Proxy::start(
+        ConfigBuilder::default()
+            .route("/", backend.addr, policy)
+            .build(),
+    )
+    .await;
+    let res = client()
+        .get(proxy.url("/v1/models"))
+        .header("x-api-key", "anonymous")
+        .header("x-user-id", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let upstream = backend.seen();
+    assert_eq!(upstream.len(), 1);
+    assert!(
+        !upstream[0].headers.contains_key("x-user-id"),
+        "a copyHeaders name is set only by the hook: {:?}",
+        upstream[0].headers
     );
 }

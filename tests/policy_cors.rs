@@ -231,3 +231,37 @@ async fn security_headers_do_not_override_the_upstream() {
         "never over plain HTTP"
     );
 }
+
+#[tokio::test]
+async fn over_tls_and_http2_security_headers_include_hsts() {
+    let backend = permissive_backend().await;
+    let proxy = Proxy::start(
+        ConfigBuilder::default()
+            .route("/", backend.addr, cors_route())
+            .build(),
+    )
+    .await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The proxy serves its self-signed default certificate when no Secret matches.
+    let c = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let res = c
+        .get(format!("https://{}/v1/models", proxy.https))
+        .header("origin", APP)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.version(), reqwest::Version::HTTP_2);
+    assert_eq!(res.status(), 200);
+    let h = res.headers();
+    assert_eq!(
+        h["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["access-control-allow-origin"], APP);
+}

@@ -460,3 +460,200 @@ async fn h2c_prior_knowledge_client_and_h2c_upstream() {
     assert_eq!(echo["body_len"], 3);
     assert_eq!(echo["headers"]["x-forwarded-host"][0], "127.0.0.1");
 }
+
+#[tokio::test]
+async fn source_ranges_and_cors_preflight_are_answered_by_the_proxy() {
+    let backend = echo_backend().await;
+    let cors = airgate::config::CorsPolicy {
+        allow_any_origin: false,
+        exact_origins: vec!["https://app.example.com".into()],
+        wildcard_origins: Vec::new(),
+        allow_methods: http::HeaderValue::from_static("GET, POST"),
+        allow_headers: http::HeaderValue::from_static("Authorization"),
+        expose_headers: None,
+        allow_credentials: false,
+        max_age: http::HeaderValue::from_static("86400"),
+    };
+    let open = RoutePolicy {
+        cors: Some(Arc::new(cors)),
+        ..policy()
+    };
+    let closed = RoutePolicy {
+        allow_sources: Some(Arc::from(vec![
+            "10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(),
+        ])),
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![
+            prefix_route("open", "/open", upstream(vec![backend.addr]), open),
+            prefix_route("closed", "/closed", upstream(vec![backend.addr]), closed),
+        ],
+    ))
+    .await;
+    let c = client();
+    let response = c
+        .request(http::Method::OPTIONS, proxy.url("/open/v1/chat"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    let response = c.get(proxy.url("/closed/x")).send().await.unwrap();
+    assert_json_error(response, 403, "forbidden").await;
+    assert_eq!(backend.hits(), 0, "neither request reached the backend");
+}
+
+#[tokio::test]
+async fn requests_are_counted_per_route_and_status() {
+    let backend = echo_backend().await;
+    let name = "metrics-test/route";
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            name,
+            "/",
+            upstream(vec![backend.addr]),
+            policy(),
+        )],
+    ))
+    .await;
+    let counter = airgate::telemetry::metrics()
+        .requests
+        .with_label_values(&[name, "200"]);
+    let before = counter.get();
+    let c = client();
+    for _ in 0..3 {
+        let response = c.get(proxy.url("/")).send().await.unwrap();
+        response.bytes().await.unwrap();
+    }
+    // The record is written when the body ends, which may trail the client by a moment.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while counter.get() < before + 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests were not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counter.get(), before + 3);
+}
+
+#[tokio::test]
+async fn split_cookies_from_h2_reach_an_h1_backend_as_one_header() {
+    let backend = echo_backend().await;
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![backend.addr]),
+            policy(),
+        )],
+    ))
+    .await;
+    let response = h2c_client()
+        .get(proxy.url("/"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .header("expect", "100-continue")
+        .send()
+        .await
+        .unwrap();
+    let echo = json(response).await;
+    assert_eq!(echo["headers"]["cookie"], serde_json::json!(["a=1; b=2"]));
+    assert!(echo["headers"].get("expect").is_none());
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_across_requests_and_publishes() {
+    let backend = echo_backend().await;
+    let make = || {
+        config(
+            "",
+            vec![prefix_route(
+                "r",
+                "/",
+                upstream(vec![backend.addr]),
+                policy(),
+            )],
+        )
+    };
+    let proxy = TestProxy::start(make()).await;
+    let c = client();
+    for i in 0..10 {
+        if i == 5 {
+            // Pools are keyed by endpoint, not by snapshot.
+            proxy.runtime.publish(make());
+        }
+        let response = c.get(proxy.url("/")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap();
+    }
+    assert_eq!(backend.hits(), 10);
+    // A connection returns to the pool once its response is fully read, which races
+    // with the client's next request; without pooling this would be 10.
+    let connections = backend
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        connections <= 3,
+        "{connections} upstream connections for 10 requests"
+    );
+}
+
+#[tokio::test]
+async fn stalled_request_body_is_a_408() {
+    let backend = echo_backend().await;
+    let route = RoutePolicy {
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(10),
+            send: Duration::from_millis(300),
+        },
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route("r", "/", upstream(vec![backend.addr]), route)],
+    ))
+    .await;
+    // 10 of 100 promised bytes, then silence (the socket stays open).
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(
+        proxy.http,
+        b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn dns_endpoints_resolve_and_fail_over_between_addresses() {
+    let backend = echo_backend().await;
+    let up = Arc::new(airgate::config::Upstream {
+        name: Arc::from("dns"),
+        protocol: UpstreamProtocol::Http,
+        // `localhost` may also resolve to ::1, where nothing listens: the proxy must
+        // move on to 127.0.0.1.
+        endpoints: airgate::config::Endpoints::Dns {
+            host: "localhost".into(),
+            port: backend.addr.port(),
+        },
+        base_path: "/base".into(),
+        host_override: Some(http::HeaderValue::from_static("model.internal")),
+        tls_server_name: None,
+        next: Default::default(),
+    });
+    let proxy = TestProxy::start(config("", vec![prefix_route("r", "/", up, policy())])).await;
+    let c = client();
+    for _ in 0..4 {
+        let echo = json(c.get(proxy.url("/x")).send().await.unwrap()).await;
+        assert_eq!(echo["path"], "/base/x");
+        assert_eq!(echo["headers"]["host"][0], "model.internal");
+    }
+}

@@ -340,3 +340,41 @@ async fn shutdown_closes_streams_after_the_grace_period() {
     );
     drop(events);
 }
+
+#[tokio::test]
+async fn idle_websocket_is_closed_after_the_read_timeout() {
+    let backend = ws_echo_backend().await;
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            "ws",
+            "/",
+            upstream(vec![backend.addr]),
+            with_read_timeout(300),
+        )],
+    ))
+    .await;
+    let url = format!("ws://{}/", proxy.http);
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(&url))
+        .await
+        .unwrap()
+        .unwrap();
+    // Activity keeps it open past the idle limit...
+    for i in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ws.send(Message::text(format!("m{i}"))).await.unwrap();
+        let echoed = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed.into_text().unwrap().as_str(), format!("m{i}"));
+    }
+    // ...silence closes it.
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("closed in time");
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+}

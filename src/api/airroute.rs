@@ -114,7 +114,6 @@ pub struct RateZone {
 pub struct Cors {
     /// Exact origins (`https://app.example.com`), one-label wildcards
     /// (`https://*.example.com`), or `*` (only without credentials).
-    #[serde(default)]
     #[schemars(
         length(min = 1, max = 32),
         inner(length(max = 256), pattern(ORIGIN_PATTERN))
@@ -230,9 +229,12 @@ impl JsonSchema for ServicePort {
         schemars::json_schema!({
             "description": "A Service port, by number (1-65535) or by name.",
             "x-kubernetes-int-or-string": true,
+            // Length and pattern only constrain the string form (a port name).
+            "maxLength": 15,
+            "pattern": LABEL_PATTERN,
             "x-kubernetes-validations": [{
-                "rule": "type(self) == int ? (self >= 1 && self <= 65535) : (size(self) >= 1 && size(self) <= 15)",
-                "message": "port must be a number 1-65535 or a port name of at most 15 characters"
+                "rule": "type(self) == string || (self >= 1 && self <= 65535)",
+                "message": "port must be a number 1-65535 or a port name"
             }]
         })
     }
@@ -389,34 +391,71 @@ pub struct Condition {
 /// Sizes and durations are strings, but YAML users write `maxBodySize: 0` or `read: 60`;
 /// accept numbers so translation can say what is wrong instead of dropping the document.
 mod scalar {
-    use serde::{Deserialize, Deserializer};
+    use std::fmt;
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        S(String),
-        U(u64),
-        I(i64),
-        F(f64),
+    use serde::Deserializer;
+    use serde::de::{Error, Visitor};
+
+    // A hand-written visitor rather than an untagged enum: untagged enums buffer the
+    // value and their errors lose the field path that file mode reports.
+    struct Scalar;
+
+    impl<'de> Visitor<'de> for Scalar {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a number, such as 10Mi or 60s")
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+
+        fn visit_string<E: Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
     }
 
-    impl Raw {
-        fn into_string(self) -> String {
-            match self {
-                Raw::S(s) => s,
-                Raw::U(n) => n.to_string(),
-                Raw::I(n) => n.to_string(),
-                Raw::F(n) => n.to_string(),
-            }
+    struct OptScalar;
+
+    impl<'de> Visitor<'de> for OptScalar {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or a number, such as 10Mi or 60s")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(Scalar).map(Some)
         }
     }
 
     pub fn opt_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        Ok(Option::<Raw>::deserialize(d)?.map(Raw::into_string))
+        d.deserialize_option(OptScalar)
     }
 
     pub fn string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        Ok(Raw::deserialize(d)?.into_string())
+        d.deserialize_any(Scalar)
     }
 }
 

@@ -14,8 +14,8 @@
 //!   ingress-nginx's `proxy_set_header` did, so a client cannot forge `X-User-Id`).
 //! - 401/403: deny with that status; only the hook's `WWW-Authenticate` reaches the
 //!   client. The backend is never contacted.
-//! - Anything else, a timeout (`hook.timeout`, covering connect, headers and body) or a
-//!   connection failure: fail closed with `hook.failure_status` (500 like nginx, or 503).
+//! - Anything else, a timeout (`hook.timeout`, from connect to the response headers;
+//!   the hook's body is ignored) or a connection failure: fail closed with `hook.failure_status` (500 like nginx, or 503).
 //!
 //! Answers are cached when the hook has a cache with at least one key header: keyed by
 //! the hook id and the key headers' exact values, for `ttl`; only allow and deny are
@@ -31,7 +31,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -113,7 +115,7 @@ struct CacheEntry {
 enum HookError {
     #[error("auth hook {hook} has no endpoints")]
     NoEndpoints { hook: String },
-    #[error("auth hook {hook} uses https, which is not supported for hooks yet")]
+    #[error("auth hook {hook} uses https but no TLS client could be built")]
     Tls { hook: String },
     #[error("auth hook {hook}: invalid URI {uri:?}")]
     Uri { hook: String, uri: String },
@@ -131,6 +133,9 @@ enum HookError {
 /// snapshot.
 pub struct AuthClient {
     http: Client<HttpConnector, Empty<Bytes>>,
+    /// HTTPS hooks; hook certificates are not verified, like upstreams (nginx's
+    /// `proxy_ssl_verify off`). `None` if the TLS client config could not be built.
+    https: Option<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>>,
     cache: Mutex<LruCache<Vec<u8>, CacheEntry>>,
 }
 
@@ -140,19 +145,46 @@ impl std::fmt::Debug for AuthClient {
     }
 }
 
+fn pooled<C>(connector: C) -> Client<C, Empty<Bytes>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
+{
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
 impl Default for AuthClient {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector);
+        let https = match crate::tls::upstream_client_config(b"http/1.1") {
+            Ok(config) => {
+                // hyper-rustls sets ALPN itself (and panics if it is already set).
+                let mut config = (*config).clone();
+                config.alpn_protocols.clear();
+                let mut tcp = connector.clone();
+                tcp.enforce_http(false);
+                Some(pooled(
+                    HttpsConnectorBuilder::new()
+                        .with_tls_config(config)
+                        .https_only()
+                        .enable_http1()
+                        .wrap_connector(tcp),
+                ))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "no TLS client for auth hooks; https hooks will fail");
+                None
+            }
+        };
         let capacity = NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN);
         AuthClient {
-            http,
+            http: pooled(connector),
+            https,
             cache: Mutex::new(LruCache::new(capacity)),
         }
     }
@@ -227,17 +259,34 @@ impl AuthClient {
             hook: hook.id.to_string(),
             uri: hook.path_and_query.clone(),
         })?;
-        let response = self
-            .http
-            .request(sub)
-            .await
-            .map_err(|source| HookError::Request {
-                hook: hook.id.to_string(),
-                source,
-            })?;
+        let response = if sub.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+            match &self.https {
+                Some(client) => client.request(sub).await,
+                None => {
+                    return Err(HookError::Tls {
+                        hook: hook.id.to_string(),
+                    });
+                }
+            }
+        } else {
+            self.http.request(sub).await
+        }
+        .map_err(|source| HookError::Request {
+            hook: hook.id.to_string(),
+            source,
+        })?;
         let (parts, body) = response.into_parts();
-        // A body over the limit or a broken one only costs the connection's reuse.
-        let _ = Limited::new(body, MAX_HOOK_BODY).collect().await;
+        // The answer is in the status and headers; the body is drained off the request
+        // path so a slow or large one neither delays the client nor fails the check.
+        // Draining lets the pooled connection be reused; an oversized or stalled body
+        // only costs that connection.
+        if !body.is_end_stream() {
+            let timeout = hook.timeout;
+            tokio::spawn(async move {
+                let drain = Limited::new(body, MAX_HOOK_BODY).collect();
+                let _ = tokio::time::timeout(timeout, drain).await;
+            });
+        }
         Ok((parts.status, parts.headers))
     }
 
@@ -318,11 +367,7 @@ fn hook_uri(hook: &AuthHookPolicy) -> Result<http::Uri, HookError> {
     let upstream: &Upstream = &hook.upstream;
     let scheme = match upstream.protocol {
         UpstreamProtocol::Http | UpstreamProtocol::H2c => "http",
-        UpstreamProtocol::Https | UpstreamProtocol::H2 => {
-            return Err(HookError::Tls {
-                hook: hook.id.to_string(),
-            });
-        }
+        UpstreamProtocol::Https | UpstreamProtocol::H2 => "https",
     };
     let authority = match &upstream.endpoints {
         Endpoints::Static(addrs) if !addrs.is_empty() => {
@@ -436,6 +481,23 @@ mod tests {
     }
 
     async fn hook_server() -> Hook {
+        hook_server_with(None).await
+    }
+
+    /// The same hook behind TLS with a self-signed certificate.
+    async fn tls_hook_server() -> Hook {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cert = crate::tls::default_certificate().unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(cert)));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        hook_server_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn hook_server_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Hook {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -446,6 +508,7 @@ mod tests {
                     return;
                 };
                 let record = record.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let record = record.clone();
@@ -486,9 +549,17 @@ mod tests {
                             )
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http1 = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = http1.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                        None => {
+                            let _ = http1.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
@@ -589,6 +660,31 @@ mod tests {
             upstream.get_all("x-user-id").iter().collect::<Vec<_>>(),
             ["u-42"]
         );
+    }
+
+    #[tokio::test]
+    async fn https_hooks_work_without_certificate_verification() {
+        let server = tls_hook_server().await;
+        let mut h = hook(server.addr, false);
+        h.upstream = Arc::new(Upstream {
+            protocol: UpstreamProtocol::Https,
+            endpoints: Endpoints::Static(vec![server.addr]),
+            name: "tls-hook".into(),
+            base_path: String::new(),
+            host_override: None,
+            tls_server_name: None,
+            next: AtomicUsize::new(0),
+        });
+        let client = AuthClient::default();
+        match ask(&client, &h, "good").await {
+            AuthOutcome::Allow { copy } => assert_eq!(copy["x-user-id"], "u-42"),
+            other => panic!("expected allow over TLS, got {other:?}"),
+        }
+        assert!(matches!(
+            ask(&client, &h, "bad").await,
+            AuthOutcome::Deny { .. }
+        ));
+        assert_eq!(server.seen.lock().unwrap().len(), 2);
     }
 
     #[tokio::test]

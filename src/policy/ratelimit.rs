@@ -783,6 +783,26 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_checks_on_one_key_never_admit_more_than_the_burst() {
+        let t0 = Instant::now();
+        let zone = Arc::new(Zone::with_state(
+            spec("t/a/threads", 1, Duration::from_secs(3600)),
+            RandomState::new(),
+            t0,
+        ));
+        let l = limit(7, true);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let zone = zone.clone();
+                let l = l.clone();
+                std::thread::spawn(move || admitted(&zone, &l, IP, t0, 1000))
+            })
+            .collect();
+        let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 8, "burst 7 nodelay admits exactly 8 across threads");
+    }
+
+    #[test]
     fn allocated_bytes_per_key_is_well_below_nginx() {
         let zone = Zone::new(ZoneSpec {
             size_bytes: 10 * 1024 * 1024,

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -43,6 +43,28 @@ fn idle_expired(
     timer.as_mut().poll(cx).is_ready()
 }
 
+/// Why the client's body was cut off, shared with the pipeline so it can answer 413 or
+/// 408 instead of a generic 502 for the aborted upstream request.
+#[derive(Debug, Default, Clone)]
+pub struct BodyVerdict(Arc<AtomicU8>);
+
+impl BodyVerdict {
+    const TOO_LARGE: u8 = 1;
+    const STALLED: u8 = 2;
+
+    pub fn too_large(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::TOO_LARGE
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::STALLED
+    }
+
+    fn set(&self, v: u8) {
+        self.0.store(v, Ordering::Release);
+    }
+}
+
 pin_project! {
     pub struct RequestBody {
         #[pin]
@@ -51,26 +73,19 @@ pin_project! {
         seen: u64,
         stall: Duration,
         timer: Option<Pin<Box<Sleep>>>,
-        exceeded: Arc<AtomicBool>,
+        verdict: BodyVerdict,
     }
 }
 
 impl RequestBody {
-    /// `exceeded` is set when the limit cuts the body off, so the pipeline can answer
-    /// 413 instead of 502 for the aborted upstream request.
-    pub fn new(
-        inner: Incoming,
-        limit: Option<u64>,
-        stall: Duration,
-        exceeded: Arc<AtomicBool>,
-    ) -> Self {
+    pub fn new(inner: Incoming, limit: Option<u64>, stall: Duration, verdict: BodyVerdict) -> Self {
         RequestBody {
             inner,
             limit,
             seen: 0,
             stall,
             timer: None,
-            exceeded,
+            verdict,
         }
     }
 }
@@ -91,7 +106,7 @@ impl Body for RequestBody {
                     *this.seen += data.len() as u64;
                     if let Some(limit) = *this.limit {
                         if *this.seen > limit {
-                            this.exceeded.store(true, Ordering::Release);
+                            this.verdict.set(BodyVerdict::TOO_LARGE);
                             return Poll::Ready(Some(Err(BodyError::TooLarge { limit }.into())));
                         }
                     }
@@ -102,6 +117,7 @@ impl Body for RequestBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
                 if idle_expired(this.timer, *this.stall, cx) {
+                    this.verdict.set(BodyVerdict::STALLED);
                     return Poll::Ready(Some(Err(BodyError::SendTimeout(*this.stall).into())));
                 }
                 Poll::Pending

@@ -13,6 +13,7 @@ fn classify(status: StatusCode) -> (&'static str, &'static str) {
         401 => ("authentication_error", "unauthorized"),
         403 => ("permission_error", "forbidden"),
         404 => ("not_found_error", "route_not_found"),
+        408 => ("invalid_request_error", "request_timeout"),
         413 => ("invalid_request_error", "request_too_large"),
         429 => ("rate_limit_error", "rate_limit_exceeded"),
         502 => ("server_error", "bad_gateway"),

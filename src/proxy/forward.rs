@@ -1,7 +1,6 @@
 //! Forwarding to the upstream: rewrite the target, set proxy headers, stream the body
 //! both ways, and hand WebSocket handshakes over to a tunnel.
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
@@ -11,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use super::body::{RequestBody, UpstreamBody};
+use super::body::{BodyVerdict, RequestBody, UpstreamBody};
 use super::errors::json_error;
 use super::headers::{self, Forwarding};
 use super::pipeline::{Ctx, too_large};
@@ -88,6 +87,9 @@ pub async fn forward(
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     headers::strip_hop_by_hop(&mut out_headers, websocket);
+    // The proxy answers `Expect: 100-continue` itself (hyper does, when the body is
+    // first read); passing it on would make the upstream send an interim response.
+    out_headers.remove(header::EXPECT);
     let host_value = match &upstream.host_override {
         Some(h) => Some(h.clone()),
         None => ctx
@@ -132,8 +134,11 @@ pub async fn forward(
             .as_ref()
             .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
             .or_else(|| Some(http::uri::Authority::from_static("upstream")));
-    } else if let Some(h) = host_value {
-        out_headers.insert(header::HOST, h);
+    } else {
+        if let Some(h) = host_value {
+            out_headers.insert(header::HOST, h);
+        }
+        headers::join_cookies(&mut out_headers);
     }
     let uri = match Uri::from_parts(uri_parts) {
         Ok(u) => u,
@@ -145,8 +150,8 @@ pub async fn forward(
         }
     };
 
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let body = RequestBody::new(body, policy.max_body_size, timeouts.send, exceeded.clone());
+    let verdict = BodyVerdict::default();
+    let body = RequestBody::new(body, policy.max_body_size, timeouts.send, verdict.clone());
     let mut request = Request::new(body.boxed_unsync());
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
@@ -173,8 +178,15 @@ pub async fn forward(
     let exchange = match sent {
         Ok(exchange) => exchange,
         Err(e) => {
-            if exceeded.load(Ordering::Acquire) {
+            if verdict.too_large() {
                 return (too_large(policy.max_body_size.unwrap_or_default()), false);
+            }
+            if verdict.stalled() {
+                let message = format!(
+                    "the client sent no request body data for {:?}",
+                    timeouts.send
+                );
+                return (json_error(StatusCode::REQUEST_TIMEOUT, &message), false);
             }
             metrics
                 .upstream_errors

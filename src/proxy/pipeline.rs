@@ -115,7 +115,7 @@ async fn run(
     ctx: &mut Ctx,
     shared: &Arc<Shared>,
     life: Lifecycle,
-    parts: Parts,
+    mut parts: Parts,
     body: Incoming,
 ) -> (Response<ProxyBody>, bool) {
     let Some(route) = ctx
@@ -209,7 +209,14 @@ async fn run(
             request_id: &ctx.request_id,
         };
         match shared.runtime.auth.check(hook, &request).await {
-            AuthOutcome::Allow { copy: c } => copy = c,
+            AuthOutcome::Allow { copy: c } => {
+                // Only the hook may set its copyHeaders: drop client-sent copies even
+                // when the hook returned none (ingress-nginx's proxy_set_header did).
+                for name in &hook.copy_headers {
+                    parts.headers.remove(name);
+                }
+                copy = c;
+            }
             AuthOutcome::Deny { status, headers } => {
                 let mut response = json_error(status, "request denied by the auth hook");
                 response.headers_mut().extend(headers);
@@ -277,7 +284,12 @@ fn finish(
     let (mut parts, body) = response.into_parts();
     if let Some(route) = &ctx.route {
         if route.policy.security_headers {
-            security::apply_security_headers(&mut parts.headers);
+            security::apply_security_headers_tls(&mut parts.headers, ctx.conn.tls);
+        }
+        // A route with a CORS policy owns CORS: the backend's own Access-Control-*
+        // headers (often `*`) must not widen it (see policy::cors).
+        if route.policy.cors.is_some() && !ctx.preflight {
+            cors::strip_upstream(&mut parts.headers);
         }
         if let (Some(cors_policy), Some(origin), false) =
             (&route.policy.cors, &ctx.cors_origin, ctx.preflight)

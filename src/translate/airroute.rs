@@ -570,7 +570,7 @@ fn auth_hook(
                 ServicePort::Number(n) => PortRef::Number(i32::from(*n)),
                 ServicePort::Name(n) => PortRef::Name(n),
             };
-            let u = match refs.resolve_service(cx.ns, &svc.name, port, UpstreamProtocol::Http) {
+            let u = match refs.resolve_service(cx.ns, &svc.name, port, None) {
                 Ok(u) => u,
                 Err(e) => {
                     // Fail closed: an upstream with no endpoints makes every check fail
@@ -676,7 +676,7 @@ fn route_backend(
                 ServicePort::Number(n) => PortRef::Number(i32::from(*n)),
                 ServicePort::Name(n) => PortRef::Name(n),
             };
-            match refs.resolve_service(cx.ns, &svc.name, port, UpstreamProtocol::Http) {
+            match refs.resolve_service(cx.ns, &svc.name, port, None) {
                 Ok(u) => Some(upstream_backend(u)),
                 Err(e) => {
                     let sub = if e.reason == "ServicePortNotFound" {

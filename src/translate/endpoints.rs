@@ -86,13 +86,15 @@ impl<'a> Refs<'a> {
         self.secrets.get(&(namespace, name)).copied()
     }
 
-    /// Resolve `namespace/name:port` to ready endpoint addresses.
+    /// Resolve `namespace/name:port` to ready endpoint addresses. With `protocol`
+    /// `None`, the Service port's `appProtocol` decides (`https`, `kubernetes.io/h2c`...),
+    /// plain HTTP otherwise.
     pub fn resolve_service(
         &self,
         namespace: &str,
         name: &str,
         port: PortRef<'_>,
-        protocol: UpstreamProtocol,
+        protocol: Option<UpstreamProtocol>,
     ) -> Result<Upstream, Unresolved> {
         let port_label = match port {
             PortRef::Number(n) => n.to_string(),
@@ -113,6 +115,18 @@ impl<'a> Refs<'a> {
         let svc_port = ports.iter().find(|p| match port {
             PortRef::Number(n) => p.port == n,
             PortRef::Name(n) => p.name.as_deref() == Some(n),
+        });
+
+        let protocol = protocol.unwrap_or_else(|| {
+            match svc_port
+                .and_then(|p| p.app_protocol.as_deref())
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                Some("https" | "kubernetes.io/wss") => UpstreamProtocol::Https,
+                Some("h2c" | "kubernetes.io/h2c" | "grpc") => UpstreamProtocol::H2c,
+                _ => UpstreamProtocol::Http,
+            }
         });
 
         // ExternalName Services have no endpoints: connect to the DNS name.
@@ -155,9 +169,7 @@ impl<'a> Refs<'a> {
         // BTreeSet: deterministic order and no duplicates across slices.
         let mut addrs = BTreeSet::new();
         for es in self.slices.get(&(namespace, name)).into_iter().flatten() {
-            if es.address_type == "FQDN" {
-                continue;
-            }
+            let fqdn = es.address_type == "FQDN";
             let Some(target) = es
                 .ports
                 .as_deref()
@@ -179,7 +191,12 @@ impl<'a> Refs<'a> {
                     continue;
                 }
                 for a in &ep.addresses {
-                    if let Ok(ip) = a.parse::<IpAddr>() {
+                    let ip = if fqdn {
+                        loopback_name(a)
+                    } else {
+                        a.parse::<IpAddr>().ok()
+                    };
+                    if let Some(ip) = ip {
                         addrs.insert(SocketAddr::new(ip, target));
                     }
                 }
@@ -200,6 +217,17 @@ impl<'a> Refs<'a> {
             Endpoints::Static(addrs.into_iter().collect()),
         ))
     }
+}
+
+/// FQDN endpoints are only followed for `localhost` names: RFC 6761 §6.3 asks
+/// resolvers to answer `localhost` and `*.localhost` with the loopback address, so no
+/// lookup is needed and translation stays pure. The API server refuses loopback IPs in
+/// EndpointSlices, so this is how a node-local backend (and the e2e suite) is published.
+/// Other FQDN endpoints are skipped.
+fn loopback_name(name: &str) -> Option<IpAddr> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    (name == "localhost" || name.ends_with(".localhost"))
+        .then_some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 fn new_upstream(name: String, protocol: UpstreamProtocol, endpoints: Endpoints) -> Upstream {

@@ -2,7 +2,6 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use regex::RegexBuilder;
 
 use super::annotations::{self, IngressAnnotations};
 use super::builder::{Plan, PlannedCert, PlannedRoute};
@@ -13,8 +12,6 @@ use crate::config::{Backend, PathMatch, Route, RoutePolicy, ZoneSpec, normalize_
 
 /// Longest path we accept; longer ones are almost certainly mistakes.
 pub(crate) const MAX_PATH_LEN: usize = 1024;
-/// Compiled size bound for `use-regex` paths, so one Ingress cannot exhaust memory.
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// Check a path users wrote for a route: absolute, printable, bounded.
 pub(crate) fn validate_path(path: &str) -> Result<(), String> {
@@ -46,7 +43,7 @@ pub(crate) fn translate_ingress(
     let mut plan = Plan::new(object.clone());
 
     let (ann, ann_diags) = annotations::parse(ing);
-    let ann_failed = ann_diags.iter().any(|d| d.severity == Severity::Error);
+    let ann_failed = ann.refused() || ann_diags.iter().any(|d| d.severity == Severity::Error);
     diags.extend(ann_diags);
     if ann_failed {
         // Serving the Ingress without the policy its author asked for (a limit, an auth
@@ -262,16 +259,9 @@ fn path_match(
                         ),
                     ));
                 }
-                let re = RegexBuilder::new(&format!("^{path}"))
-                    .case_insensitive(true)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .build()
-                    .map_err(|e| {
-                        (
-                            "path",
-                            format!("invalid regex {path:?} (use-regex is on): {e}"),
-                        )
-                    })?;
+                // The same regex the rewrite uses, so matching and rewriting agree.
+                let re = annotations::path_regex(path)
+                    .map_err(|e| ("path", format!("{e} (use-regex is on)")))?;
                 Ok(PathMatch::Regex(re))
             } else {
                 validate_path(path).map_err(|e| ("path", e))?;
@@ -332,7 +322,7 @@ fn backend(
             return None;
         }
     };
-    match refs.resolve_service(ns, &svc.name, port, ann.backend_protocol) {
+    match refs.resolve_service(ns, &svc.name, port, Some(ann.backend_protocol)) {
         Ok(u) => Some(upstream_backend(u)),
         Err(u) => {
             let sub = if u.reason == "ServicePortNotFound" {

@@ -690,7 +690,7 @@ spec:
       pathType: Exact
       backend: {url: "https://models.internal:8443/base/"}
       rateLimit: {zone: keyed, rejectStatus: 503}
-      maxBodySize: "0"
+      maxBodySize: 0
       streaming: false
       websocket: false
       auth: false
@@ -1162,4 +1162,351 @@ fn url_upstream_forms() {
     ] {
         assert!(url_upstream("n", bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn fqdn_localhost_endpoints_resolve_to_loopback_and_other_fqdns_are_skipped() {
+    let y = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: tts, namespace: ai}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: tts-a, namespace: ai, labels: {kubernetes.io/service-name: tts}}
+addressType: FQDN
+ports: [{name: http, port: 9001}]
+endpoints: [{addresses: ["backend-a.localhost"]}, {addresses: ["model.example.com"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: tts-b, namespace: ai, labels: {kubernetes.io/service-name: tts}}
+addressType: FQDN
+ports: [{name: http, port: 9002}]
+endpoints: [{addresses: ["LOCALHOST."]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: tts, namespace: ai}
+spec:
+  rules:
+    - http:
+        paths: [{path: /, pathType: Prefix, backend: {service: {name: tts, port: {number: 80}}}}]
+"#;
+    let t = run(y);
+    let r = route(&t, "any", "/speak").expect("route");
+    assert_eq!(
+        addrs(r),
+        ["127.0.0.1:9001", "127.0.0.1:9002"].map(|a| a.parse::<SocketAddr>().unwrap())
+    );
+
+fn app_protocol_picks_upstream_protocol_for_airroutes() {
+    let y = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: tls-llm, namespace: ai}
+spec: {ports: [{name: api, port: 443, appProtocol: https}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: tls-llm-1, namespace: ai, labels: {kubernetes.io/service-name: tls-llm}}
+addressType: IPv4
+ports: [{name: api, port: 8443}]
+endpoints: [{addresses: ["10.0.0.1"]}]
+---
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: a, namespace: ai}
+spec:
+  routes: [{path: /, backend: {service: {name: tls-llm, port: 443}}}]
+"#;
+    let t = run(y);
+    match &route(&t, "h", "/").unwrap().backend {
+        Backend::Upstream(u) => assert_eq!(u.protocol, UpstreamProtocol::Https),
+        b => panic!("{b:?}"),
+    }
+}
+
+/// Creation times are compared as times, not as text (`00Z` sorts after `00.5Z` as text).
+#[test]
+fn conflict_age_uses_timestamps_not_text() {
+    let ar = |name: &str, ts: &str| {
+        format!(
+            r#"
+---
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {{name: {name}, namespace: ai, creationTimestamp: "{ts}"}}
+spec:
+  routes: [{{path: /v1, backend: {{url: "http://10.0.0.1"}}}}]
+"#
+        )
+    };
+    let t = run(&format!(
+        "{}{}",
+        ar("a-later", "2026-01-01T00:00:00.5Z"),
+        ar("z-earlier", "2026-01-01T00:00:00Z")
+    ));
+    assert_eq!(
+        route_name(&t, "h", "/v1").as_deref(),
+        Some("airroute/ai/z-earlier/v1")
+    );
+}
+
+/// The example in DESIGN.md, as users will copy it, translates without errors.
+#[test]
+fn design_example_translates() {
+    let y = r#"
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: ai-stack, namespace: ai}
+spec:
+  ingressClassName: airgate            # optional; the default class when omitted
+  hosts: ["ai.example.com"]            # exact or *.wildcard (one label); empty = any host
+  tls:
+    secretName: ai-example-tls         # kubernetes.io/tls Secret in the same namespace
+    redirect: true                     # plain HTTP -> 308 to https (default true when tls set)
+  rateZones:                           # nginx limit_req_zone
+    - name: llm
+      rate: 4r/m                       # "N r/s" or "N r/m", written 10r/s, 4r/m
+      key: clientIP                    # clientIP (default) | header:<Name>
+      size: 10Mi                       # bounded memory; least recently used keys evicted
+  cors:
+    allowOrigins: ["https://app.example.com"]   # exact origins; https://*.example.com allowed
+    allowMethods: [GET, POST, OPTIONS]
+    allowHeaders: [Authorization, Content-Type]
+    exposeHeaders: []
+    allowCredentials: false
+    maxAge: 24h
+  authHook:                            # nginx auth_request
+    url: http://auth.ai.svc:8080/internal/auth  # or service: {name, port, path}
+    forwardHeaders: [X-API-Key]        # request headers sent to the hook; never the body
+    copyHeaders: [X-User-Id]           # hook response headers added to the upstream request
+    timeout: 2s
+    cache: {ttl: 30s, key: [X-API-Key]}          # optional
+  securityHeaders: true                # the standard set (nosniff, frame DENY, referrer, CSP)
+  routes:
+    - path: /tts/
+      pathType: Prefix                 # Prefix (default, element-wise like Ingress) | Exact
+      stripPrefix: true                # like nginx proxy_pass http://upstream/;
+      backend:
+        service: {name: kokoro-tts, port: 9010}  # resolved through EndpointSlices
+        # url: http://127.0.0.1:9010             # or a fixed URL (http or https upstream)
+      rateLimit: {zone: llm, burst: 5, nodelay: true}   # nginx limit_req
+      maxBodySize: 10Mi                # 413 above it; 0 = unlimited
+      timeouts: {connect: 5s, read: 300s, send: 60s}   # read = longest silence between bytes
+      streaming: true                  # never buffer; flush each chunk (SSE)
+      websocket: true                  # allow Upgrade; the read timeout is the idle limit
+      auth: true                       # apply spec.authHook (default true when it is set)
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kokoro-tts, namespace: ai}
+spec: {ports: [{port: 9010}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: kokoro-tts-1, namespace: ai, labels: {kubernetes.io/service-name: kokoro-tts}}
+addressType: IPv4
+ports: [{port: 9010}]
+endpoints: [{addresses: ["10.3.0.1"]}]
+"#;
+    let t = run(y);
+    assert_eq!(t.error_count(), 0, "{:?}", t.diagnostics);
+    let r = route(&t, "ai.example.com", "/tts/v1/audio").expect("route");
+    assert_eq!(addrs(r), vec!["10.3.0.1:9010".parse().unwrap()]);
+    assert!(r.policy.auth.is_some() && r.policy.cors.is_some());
+    assert_eq!(
+        r.policy.cors.as_ref().unwrap().allow_methods,
+        "GET, POST, OPTIONS"
+    );
+}
+
+/// Translation of a large cluster stays fast enough to run on every change.
+#[test]
+fn large_input_translates_completely() {
+    let n = 1000;
+    let mut o = Objects::default();
+    for i in 0..n {
+        let y = format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: ing{i}, namespace: ns{m}}}
+spec:
+  rules:
+    - host: h{i}.example.com
+      http:
+        paths:
+          - {{path: /a, pathType: Prefix, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}
+          - {{path: /b, pathType: Exact, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}
+          - {{path: /c/d, pathType: Prefix, backend: {{service: {{name: s, port: {{number: 80}}}}}}}}
+{svc}"#,
+            m = i % 50,
+            svc = if i < 50 {
+                svc(&format!("ns{i}"), "s", "10.0.0.1")
+            } else {
+                String::new()
+            }
+        );
+        let more = objects(&y);
+        o.ingresses.extend(more.ingresses);
+        o.services.extend(more.services);
+        o.endpoint_slices.extend(more.endpoint_slices);
+    }
+    let start = std::time::Instant::now();
+    let t = translate(&o, &Options::default());
+    let took = start.elapsed();
+    eprintln!("translated {n} Ingresses ({} routes) in {took:?}", n * 3);
+    assert!(
+        t.diagnostics.is_empty(),
+        "{:?}",
+        &t.diagnostics[..3.min(t.diagnostics.len())]
+    );
+    assert_eq!(t.config.vhosts.len(), n);
+    assert_eq!(
+        route_name(&t, "h777.example.com", "/c/d/e").as_deref(),
+        Some("ingress/ns27/ing777/h777.example.com/c/d")
+    );
+}
+
+fn annotated_ingress(name: &str, annotations: &str, paths: &str) -> String {
+    format!(
+        r#"
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: web
+  annotations: {{{annotations}}}
+spec:
+  tls: [{{hosts: [secure.example.com]}}]
+  rules:
+    - host: secure.example.com
+      http:
+        paths: [{paths}]
+    - host: plain.example.com
+      http:
+        paths: [{paths}]
+"#
+    )
+}
+
+const BACKEND: &str = "backend: {service: {name: s, port: {number: 80}}}";
+
+#[test]
+fn ingress_annotations_are_wired_per_path() {
+    let y = format!(
+        "{}{}{}",
+        annotated_ingress(
+            "limited",
+            r#"nginx.ingress.kubernetes.io/limit-rps: "5""#,
+            &format!(
+                "{{path: /a, pathType: Prefix, {BACKEND}}}, {{path: /b, pathType: Prefix, {BACKEND}}}"
+            )
+        ),
+        annotated_ingress(
+            "regex",
+            r#"nginx.ingress.kubernetes.io/use-regex: "true""#,
+            &format!("{{path: \"/v[0-9]+/chat\", pathType: ImplementationSpecific, {BACKEND}}}")
+        ),
+        svc("web", "s", "10.0.0.1")
+    );
+    let t = run(&y);
+    assert_eq!(t.error_count(), 0, "{:?}", t.diagnostics);
+
+    // Both paths of one Ingress share its zone, at the right global index.
+    let a = route(&t, "plain.example.com", "/a").unwrap();
+    let b = route(&t, "plain.example.com", "/b").unwrap();
+    let (za, zb) = (
+        a.policy.rate_limit.as_ref().unwrap().zone,
+        b.policy.rate_limit.as_ref().unwrap().zone,
+    );
+    assert_eq!(za, zb);
+    assert_eq!(t.config.zones.len(), 1);
+    assert_eq!(t.config.zones[za].requests, 5);
+    assert!(t.config.zones[za].id.starts_with("web/limited/"));
+
+    // TLS hosts redirect by default (ssl-redirect), plain hosts do not.
+    assert_eq!(
+        route(&t, "secure.example.com", "/a")
+            .unwrap()
+            .policy
+            .https_redirect,
+        Some(308)
+    );
+    assert_eq!(a.policy.https_redirect, None);
+
+    // use-regex: case-insensitive, anchored at the start.
+    let r = route(&t, "plain.example.com", "/V2/Chat/completions").expect("regex route");
+    assert!(r.name.starts_with("ingress/web/regex/"));
+    assert!(matches!(r.path, PathMatch::Regex(_)));
+    assert!(route(&t, "plain.example.com", "/x/v2/chat").is_none());
+}
+
+#[test]
+fn refused_or_invalid_annotations_leave_the_ingress_out() {
+    let y = format!(
+        "{}{}{}",
+        annotated_ingress(
+            "snippet",
+            r#"nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers x""#,
+            &format!("{{path: /snippet, pathType: Prefix, {BACKEND}}}")
+        ),
+        annotated_ingress(
+            "badrate",
+            r#"nginx.ingress.kubernetes.io/limit-rps: "lots""#,
+            &format!("{{path: /badrate, pathType: Prefix, {BACKEND}}}")
+        ),
+        annotated_ingress(
+            "fine",
+            "",
+            &format!("{{path: /fine, pathType: Prefix, {BACKEND}}}")
+        ),
+    );
+    let t = run(&format!("{y}{}", svc("web", "s", "10.0.0.1")));
+    assert!(route(&t, "plain.example.com", "/snippet").is_none());
+    assert!(route(&t, "plain.example.com", "/badrate").is_none());
+    assert!(route(&t, "plain.example.com", "/fine").is_some());
+    for name in ["snippet", "badrate"] {
+        assert!(
+            t.diagnostics
+                .iter()
+                .any(|d| d.object.name == name && d.reason == "InvalidAnnotations"),
+            "{name}: {:?}",
+            t.diagnostics
+        );
+    }
+}
+
+/// An AIRoute exactly as the API server stores and returns it (JSON, numbers kept as
+/// numbers: `maxBodySize: 0`, `size: 1048576`, named port), as the controller sees it.
+#[test]
+fn airroute_as_returned_by_the_api_server_translates() {
+    let json = r#"{"apiVersion":"airgate.dev/v1alpha1","kind":"AIRoute","metadata":{"creationTimestamp":"2026-11-22T01:36:34Z","name":"ai-stack","namespace":"ai"},"spec":{"authHook":{"cache":{"key":["X-API-Key"],"ttl":"30s"},"copyHeaders":["X-User-Id"],"failureStatus":503,"forwardHeaders":["X-API-Key"],"timeout":"2s","url":"http://auth.ai.svc:8080/internal/auth"},"cors":{"allowCredentials":true,"allowHeaders":["Authorization","Content-Type"],"allowMethods":["GET","POST","OPTIONS"],"allowOrigins":["https://app.example.com","https://*.example.com"],"exposeHeaders":[],"maxAge":"24h"},"hosts":["ai.example.com","*.ai.example.com"],"ingressClassName":"airgate","rateZones":[{"key":"clientIP","name":"llm","rate":"4r/m","size":"10Mi"},{"key":"header:X-API-Key","name":"keyed","rate":"10r/s","size":1048576}],"routes":[{"auth":true,"backend":{"service":{"name":"kokoro-tts","port":9010}},"maxBodySize":"10Mi","path":"/tts/","pathType":"Prefix","rateLimit":{"burst":5,"nodelay":true,"zone":"llm"},"streaming":true,"stripPrefix":true,"timeouts":{"connect":"5s","read":"300s","send":"60s"},"websocket":true},{"backend":{"service":{"name":"llm","port":"http"}},"maxBodySize":0,"path":"/v1/models","pathType":"Exact","rateLimit":{"rejectStatus":503,"zone":"keyed"}},{"auth":false,"backend":{"url":"https://api.example.com/v1/"},"path":"/"}],"securityHeaders":true,"tls":{"redirect":true,"secretName":"ai-example-tls"}}}"#;
+    let ar: crate::api::AIRoute = serde_json::from_str(json).expect("AIRoute JSON");
+    let o = Objects {
+        airroutes: vec![ar],
+        ..Objects::default()
+    };
+    let t = translate(&o, &Options::default());
+    assert_eq!(
+        t.error_count(),
+        2,
+        "only the two missing Services: {:?}",
+        t.diagnostics
+    );
+    assert!(
+        t.diagnostics
+            .iter()
+            .all(|d| d.severity == Severity::Warning || d.reason == "ServiceNotFound")
+    );
+    let models = route(&t, "ai.example.com", "/v1/models").expect("route");
+    assert_eq!(models.policy.max_body_size, None);
+    let rl = models.policy.rate_limit.as_ref().unwrap();
+    assert_eq!(t.config.zones[rl.zone].size_bytes, 1048576);
+    assert!(route(&t, "x.ai.example.com", "/tts/a").is_some());
 }

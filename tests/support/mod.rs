@@ -50,6 +50,8 @@ pub struct TestBackend {
     pub addr: SocketAddr,
     /// Requests this backend has received.
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections this backend has accepted.
+    pub connections: Arc<AtomicUsize>,
     _task: AbortOnDrop,
 }
 
@@ -71,12 +73,15 @@ where
     let addr = listener.local_addr().expect("backend addr");
     let hits = Arc::new(AtomicUsize::new(0));
     let counter = hits.clone();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
     let task = tokio::spawn(async move {
         let mut conns = tokio::task::JoinSet::new();
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let handler = handler.clone();
             let counter = counter.clone();
             conns.spawn(async move {
@@ -96,6 +101,7 @@ where
     TestBackend {
         addr,
         hits,
+        connections,
         _task: AbortOnDrop(task),
     }
 }

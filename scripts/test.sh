@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Everything CI runs, on a fresh Debian/Ubuntu machine with a Rust toolchain:
+#   bash scripts/test.sh
+# Installs what is missing (idempotent), then: rustfmt check, clippy -D warnings, the
+# e2e harness build (real kube-apiserver/etcd, cached under ~/.cache/airgate), all tests,
+# and a bench smoke run.
+#
+# Knobs: SKIP_APT=1 (never call apt-get), SKIP_E2E_BUILD=1, SKIP_BENCH=1,
+#        CARGO_TARGET_DIR (default ./target).
+set -euo pipefail
+
+# Debian packages the tests and benches need. One list; add yours here.
+APT_PACKAGES="openssl ca-certificates curl"
+
+cd "$(dirname "$0")/.."
+export AIRGATE_CACHE="${AIRGATE_CACHE:-$HOME/.cache/airgate}"
+mkdir -p "$AIRGATE_CACHE"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Tests start their own processes; a stray AIRGATE_* from the caller must not leak in.
+while IFS='=' read -r name _; do
+  case "$name" in AIRGATE_CACHE) ;; AIRGATE_*) unset "$name" ;; esac
+done < <(env)
+
+started=$(date +%s)
+step() {
+  local name="$1"; shift
+  local t0; t0=$(date +%s)
+  echo "==> $name"
+  "$@"
+  echo "<== $name ($(( $(date +%s) - t0 ))s)"
+}
+
+install_rust_components() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install a Rust toolchain with rustup first" >&2
+    exit 1
+  fi
+  if command -v rustup >/dev/null 2>&1; then
+    local installed; installed="$(rustup component list --installed 2>/dev/null || true)"
+    for c in rustfmt clippy; do
+      grep -q "^$c" <<<"$installed" || rustup component add "$c"
+    done
+  fi
+}
+
+install_apt_packages() {
+  [ "${SKIP_APT:-0}" = 1 ] && return 0
+  command -v dpkg >/dev/null 2>&1 || { echo "no dpkg; install: $APT_PACKAGES" >&2; return 0; }
+  local missing=()
+  for p in $APT_PACKAGES; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null 2>&1 && sudo="sudo" || { echo "need root to install: ${missing[*]}" >&2; exit 1; }
+  fi
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
+}
+
+step "rust components" install_rust_components
+step "system packages" install_apt_packages
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --all-targets -- -D warnings
+if [ -f e2e/harness/build.sh ] && [ "${SKIP_E2E_BUILD:-0}" != 1 ]; then
+  step "e2e harness build" bash e2e/harness/build.sh
+fi
+step "cargo test" cargo test --all-targets
+if [ -f bench/smoke.sh ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
+  step "bench smoke" bash bench/smoke.sh
+fi
+echo "all checks passed in $(( $(date +%s) - started ))s"
