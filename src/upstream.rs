@@ -6,7 +6,7 @@
 //! the same endpoint.
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Endpoints, Upstream, UpstreamProtocol};
@@ -127,6 +128,57 @@ enum Sender {
     H2(http2::SendRequest<ProxyBody>),
 }
 
+/// Marks the moment the request body has been sent in full. The read timeout (the wait
+/// for response headers) starts then, so a long upload is governed by the send timeout
+/// alone and never turns into a 504.
+#[derive(Debug, Clone, Default)]
+pub struct BodySent(Arc<BodySentState>);
+
+#[derive(Debug, Default)]
+struct BodySentState {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl BodySent {
+    pub fn mark(&self) {
+        if !self.0.done.swap(true, Ordering::AcqRel) {
+            self.0.notify.notify_waiters();
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.0.done.load(Ordering::Acquire)
+    }
+
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a `mark` in between is not missed.
+            notified.as_mut().enable();
+            if self.is_done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// How long to wait for response headers, counted from the end of the request body.
+#[derive(Debug, Clone)]
+pub struct ResponseWait {
+    pub read_timeout: Duration,
+    pub body_sent: BodySent,
+}
+
+impl ResponseWait {
+    async fn expired(&self) {
+        self.body_sent.wait().await;
+        tokio::time::sleep(self.read_timeout).await;
+    }
+}
+
 /// What a successful exchange returns.
 pub struct Exchange {
     pub response: Response<Incoming>,
@@ -204,8 +256,8 @@ impl Upstreams {
         }
     }
 
-    /// Send `request` to one endpoint of `upstream` and wait up to `read_timeout` for the
-    /// response headers. Endpoints that refuse or time out on connect are skipped (the
+    /// Send `request` to one endpoint of `upstream` and wait for the response headers up
+    /// to the read timeout after the body was sent. Endpoints that refuse or time out on connect are skipped (the
     /// request has not been sent to them). `upgrade` requests get a dedicated HTTP/1.1
     /// connection that is never pooled.
     pub async fn send(
@@ -213,7 +265,7 @@ impl Upstreams {
         upstream: &Upstream,
         mut request: Request<ProxyBody>,
         connect_timeout: Duration,
-        read_timeout: Duration,
+        wait: &ResponseWait,
         upgrade: bool,
     ) -> Result<Exchange, UpstreamError> {
         let protocol = if upgrade {
@@ -238,10 +290,7 @@ impl Upstreams {
             // request was written, hyper hands the request back and we connect afresh.
             if !upgrade {
                 if let Some(sender) = self.checkout(&key) {
-                    match self
-                        .exchange(key.clone(), sender, request, read_timeout)
-                        .await
-                    {
+                    match self.exchange(key.clone(), sender, request, wait).await {
                         Ok(exchange) => return Ok(exchange),
                         Err((e, None)) => return Err(e),
                         Err((_, Some(returned))) => request = returned,
@@ -269,7 +318,7 @@ impl Upstreams {
             }
             let pool_key = (!upgrade).then_some(key);
             return match self
-                .exchange_fresh(pool_key, addr, sender, request, read_timeout)
+                .exchange_fresh(pool_key, addr, sender, request, wait)
                 .await
             {
                 Ok(exchange) => Ok(exchange),
@@ -356,10 +405,10 @@ impl Upstreams {
         key: PoolKey,
         sender: Sender,
         request: Request<ProxyBody>,
-        read_timeout: Duration,
+        wait: &ResponseWait,
     ) -> Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)> {
         let addr = key.addr;
-        self.exchange_fresh(Some(key), addr, sender, request, read_timeout)
+        self.exchange_fresh(Some(key), addr, sender, request, wait)
             .await
     }
 
@@ -369,11 +418,15 @@ impl Upstreams {
         addr: SocketAddr,
         sender: Sender,
         request: Request<ProxyBody>,
-        read_timeout: Duration,
+        wait: &ResponseWait,
     ) -> Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)> {
+        let read_timeout = wait.read_timeout;
         match sender {
             Sender::H1(mut h1) => {
-                let sent = tokio::time::timeout(read_timeout, h1.try_send_request(request)).await;
+                let sent = tokio::select! {
+                    sent = h1.try_send_request(request) => Ok(sent),
+                    _ = wait.expired() => Err(()),
+                };
                 match sent {
                     Err(_) => Err((
                         UpstreamError::ResponseTimeout {
@@ -401,7 +454,10 @@ impl Upstreams {
                 }
             }
             Sender::H2(mut h2) => {
-                let sent = tokio::time::timeout(read_timeout, h2.try_send_request(request)).await;
+                let sent = tokio::select! {
+                    sent = h2.try_send_request(request) => Ok(sent),
+                    _ = wait.expired() => Err(()),
+                };
                 match sent {
                     Err(_) => Err((
                         UpstreamError::ResponseTimeout {

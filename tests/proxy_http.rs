@@ -657,3 +657,40 @@ async fn dns_endpoints_resolve_and_fail_over_between_addresses() {
         assert_eq!(echo["headers"]["host"][0], "model.internal");
     }
 }
+
+#[tokio::test]
+async fn slow_upload_longer_than_the_read_timeout_succeeds() {
+    let backend = echo_backend().await;
+    let route = RoutePolicy {
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_millis(300),
+            send: Duration::from_secs(2),
+        },
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route("r", "/", upstream(vec![backend.addr]), route)],
+    ))
+    .await;
+    // 8 chunks 150ms apart: the upload takes ~1.2s, four times the read timeout, which
+    // only starts counting once the body is sent (nginx's proxy_read_timeout too).
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 8 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Some((Ok::<_, std::io::Error>(vec![b'a'; 1000]), i + 1))
+    });
+    let started = std::time::Instant::now();
+    let response = client()
+        .post(proxy.url("/transcribe"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["body_len"], 8000);
+    assert!(started.elapsed() > Duration::from_millis(1000));
+}
