@@ -6,12 +6,13 @@
 //! the same endpoint.
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -19,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Endpoints, Upstream, UpstreamProtocol};
@@ -127,6 +129,57 @@ enum Sender {
     H2(http2::SendRequest<ProxyBody>),
 }
 
+/// Marks the moment the request body has been sent in full. The read timeout (the wait
+/// for response headers) starts then, so a long upload is governed by the send timeout
+/// alone and never turns into a 504.
+#[derive(Debug, Clone, Default)]
+pub struct BodySent(Arc<BodySentState>);
+
+#[derive(Debug, Default)]
+struct BodySentState {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl BodySent {
+    pub fn mark(&self) {
+        if !self.0.done.swap(true, Ordering::AcqRel) {
+            self.0.notify.notify_waiters();
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.0.done.load(Ordering::Acquire)
+    }
+
+    pub async fn wait(&self) {
+        loop {
+            let notified = self.0.notify.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a `mark` in between is not missed.
+            notified.as_mut().enable();
+            if self.is_done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// How long to wait for response headers, counted from the end of the request body.
+#[derive(Debug, Clone)]
+pub struct ResponseWait {
+    pub read_timeout: Duration,
+    pub body_sent: BodySent,
+}
+
+impl ResponseWait {
+    async fn expired(&self) {
+        self.body_sent.wait().await;
+        tokio::time::sleep(self.read_timeout).await;
+    }
+}
+
 /// What a successful exchange returns.
 pub struct Exchange {
     pub response: Response<Incoming>,
@@ -137,6 +190,8 @@ pub struct Exchange {
 pub struct Upstreams {
     idle_h1: Mutex<IdlePool>,
     h2: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>>>,
+    /// Recycles since the last sweep of dead and expired pool entries.
+    recycled: AtomicUsize,
     tls_h1: Arc<ClientConfig>,
     tls_h2: Arc<ClientConfig>,
 }
@@ -152,6 +207,7 @@ impl Upstreams {
         Ok(Arc::new(Upstreams {
             idle_h1: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
+            recycled: AtomicUsize::new(0),
             tls_h1: crate::tls::upstream_client_config(b"http/1.1")?,
             tls_h2: crate::tls::upstream_client_config(b"h2")?,
         }))
@@ -204,8 +260,8 @@ impl Upstreams {
         }
     }
 
-    /// Send `request` to one endpoint of `upstream` and wait up to `read_timeout` for the
-    /// response headers. Endpoints that refuse or time out on connect are skipped (the
+    /// Send `request` to one endpoint of `upstream` and wait for the response headers up
+    /// to the read timeout after the body was sent. Endpoints that refuse or time out on connect are skipped (the
     /// request has not been sent to them). `upgrade` requests get a dedicated HTTP/1.1
     /// connection that is never pooled.
     pub async fn send(
@@ -213,7 +269,7 @@ impl Upstreams {
         upstream: &Upstream,
         mut request: Request<ProxyBody>,
         connect_timeout: Duration,
-        read_timeout: Duration,
+        wait: &ResponseWait,
         upgrade: bool,
     ) -> Result<Exchange, UpstreamError> {
         let protocol = if upgrade {
@@ -238,13 +294,21 @@ impl Upstreams {
             // request was written, hyper hands the request back and we connect afresh.
             if !upgrade {
                 if let Some(sender) = self.checkout(&key) {
-                    match self
-                        .exchange(key.clone(), sender, request, read_timeout)
-                        .await
-                    {
+                    let replay = replayable(&request);
+                    match self.exchange(key.clone(), sender, request, wait).await {
                         Ok(exchange) => return Ok(exchange),
-                        Err((e, None)) => return Err(e),
                         Err((_, Some(returned))) => request = returned,
+                        // A kept-alive connection the upstream closed as we reused it:
+                        // like nginx's `proxy_next_upstream error`, a bodyless safe
+                        // request is sent again on a new connection.
+                        Err((e @ UpstreamError::Request { .. }, None)) => match replay {
+                            Some(again) => {
+                                tracing::debug!(%addr, error = %e, "reused connection failed; retrying on a new one");
+                                request = again;
+                            }
+                            None => return Err(e),
+                        },
+                        Err((e, None)) => return Err(e),
                     }
                 }
             }
@@ -265,11 +329,11 @@ impl Upstreams {
                 }
             };
             if let Sender::H2(h2) = &sender {
-                self.lock_h2().insert(key.clone(), h2.clone());
+                self.remember_h2(key.clone(), h2.clone());
             }
             let pool_key = (!upgrade).then_some(key);
             return match self
-                .exchange_fresh(pool_key, addr, sender, request, read_timeout)
+                .exchange_fresh(pool_key, addr, sender, request, wait)
                 .await
             {
                 Ok(exchange) => Ok(exchange),
@@ -340,13 +404,25 @@ impl Upstreams {
                 return;
             }
             let Some(pools) = pools.upgrade() else { return };
+            let sweep = pools.recycled.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0;
             let mut idle = pools.lock_idle();
+            if sweep {
+                sweep_idle(&mut idle, Instant::now());
+            }
             let list = idle.entry(key).or_default();
             if list.len() >= MAX_IDLE_PER_KEY {
                 list.remove(0);
             }
             list.push((Instant::now(), sender));
         });
+    }
+
+    /// Remember a new h2 connection, forgetting closed ones (endpoints come and go as
+    /// pods do; without this the map would only grow).
+    fn remember_h2(&self, key: PoolKey, sender: http2::SendRequest<ProxyBody>) {
+        let mut h2 = self.lock_h2();
+        h2.retain(|_, s| !s.is_closed());
+        h2.insert(key, sender);
     }
 
     /// Send on a pooled connection. On failure, the request comes back when it was never
@@ -356,10 +432,10 @@ impl Upstreams {
         key: PoolKey,
         sender: Sender,
         request: Request<ProxyBody>,
-        read_timeout: Duration,
+        wait: &ResponseWait,
     ) -> Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)> {
         let addr = key.addr;
-        self.exchange_fresh(Some(key), addr, sender, request, read_timeout)
+        self.exchange_fresh(Some(key), addr, sender, request, wait)
             .await
     }
 
@@ -369,11 +445,15 @@ impl Upstreams {
         addr: SocketAddr,
         sender: Sender,
         request: Request<ProxyBody>,
-        read_timeout: Duration,
+        wait: &ResponseWait,
     ) -> Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)> {
+        let read_timeout = wait.read_timeout;
         match sender {
             Sender::H1(mut h1) => {
-                let sent = tokio::time::timeout(read_timeout, h1.try_send_request(request)).await;
+                let sent = tokio::select! {
+                    sent = h1.try_send_request(request) => Ok(sent),
+                    _ = wait.expired() => Err(()),
+                };
                 match sent {
                     Err(_) => Err((
                         UpstreamError::ResponseTimeout {
@@ -401,7 +481,10 @@ impl Upstreams {
                 }
             }
             Sender::H2(mut h2) => {
-                let sent = tokio::time::timeout(read_timeout, h2.try_send_request(request)).await;
+                let sent = tokio::select! {
+                    sent = h2.try_send_request(request) => Ok(sent),
+                    _ = wait.expired() => Err(()),
+                };
                 match sent {
                     Err(_) => Err((
                         UpstreamError::ResponseTimeout {
@@ -430,6 +513,43 @@ impl Upstreams {
             }
         }
     }
+}
+
+/// A copy of a request that is safe to send twice: a safe method and no body.
+fn replayable(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    use http::Method;
+    use http_body::Body as _;
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+/// Recycles between sweeps of the idle pool.
+const SWEEP_EVERY: usize = 256;
+
+/// Drop idle connections that closed or expired, and endpoints left with none, so the
+/// pool stays proportional to the endpoints in use.
+fn sweep_idle(idle: &mut IdlePool, now: Instant) {
+    idle.retain(|_, list| {
+        list.retain(|(since, sender)| {
+            now.duration_since(*since) < IDLE_TIMEOUT && !sender.is_closed()
+        });
+        !list.is_empty()
+    });
 }
 
 /// Open a new connection (TCP, optional TLS, HTTP handshake) within `timeout`.

@@ -657,3 +657,107 @@ async fn dns_endpoints_resolve_and_fail_over_between_addresses() {
         assert_eq!(echo["headers"]["host"][0], "model.internal");
     }
 }
+
+#[tokio::test]
+async fn slow_upload_longer_than_the_read_timeout_succeeds() {
+    let backend = echo_backend().await;
+    let route = RoutePolicy {
+        timeouts: Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_millis(300),
+            send: Duration::from_secs(2),
+        },
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route("r", "/", upstream(vec![backend.addr]), route)],
+    ))
+    .await;
+    // 8 chunks 150ms apart: the upload takes ~1.2s, four times the read timeout, which
+    // only starts counting once the body is sent (nginx's proxy_read_timeout too).
+    let chunks = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 8 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Some((Ok::<_, std::io::Error>(vec![b'a'; 1000]), i + 1))
+    });
+    let started = std::time::Instant::now();
+    let response = client()
+        .post(proxy.url("/transcribe"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(response).await["body_len"], 8000);
+    assert!(started.elapsed() > Duration::from_millis(1000));
+}
+
+/// Read one request head (this backend's requests carry no body).
+async fn read_head(tcp: &mut TcpStream) -> bool {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match tcp.read(&mut byte).await {
+            Ok(1) => buf.push(byte[0]),
+            _ => return false,
+        }
+        if buf.len() > 64 * 1024 {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn safe_request_on_a_dropped_keepalive_connection_is_retried() {
+    // The first connection answers once with keep-alive, then closes without answering
+    // the next request on it (an upstream closing an idle connection as it is reused).
+    // Later connections answer normally.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = AbortOnDrop(tokio::spawn(async move {
+        let mut first = true;
+        for _ in 0..8 {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let reply = if first { "one" } else { "two" };
+            let close_after_one = first;
+            first = false;
+            tokio::spawn(async move {
+                for _ in 0..16 {
+                    if !read_head(&mut tcp).await {
+                        return;
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    if tcp.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if close_after_one {
+                        // Wait for the reuse, then drop it unanswered.
+                        let _ = read_head(&mut tcp).await;
+                        return;
+                    }
+                }
+            });
+        }
+    }));
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route("r", "/", upstream(vec![addr]), policy())],
+    ))
+    .await;
+    let c = client();
+    let first = c.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(first.text().await.unwrap(), "one");
+    let second = c.get(proxy.url("/")).send().await.unwrap();
+    assert_eq!(second.status(), 200, "GET is retried on a new connection");
+    assert_eq!(second.text().await.unwrap(), "two");
+    drop(server);
+}

@@ -20,7 +20,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use crate::telemetry::access::{self, AccessRecord};
-use crate::upstream::{BoxError, ProxyBody};
+use crate::upstream::{BodySent, BoxError, ProxyBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -74,11 +74,21 @@ pin_project! {
         stall: Duration,
         timer: Option<Pin<Box<Sleep>>>,
         verdict: BodyVerdict,
+        sent: BodySent,
     }
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, stall: Duration, verdict: BodyVerdict) -> Self {
+    pub fn new(
+        inner: Incoming,
+        limit: Option<u64>,
+        stall: Duration,
+        verdict: BodyVerdict,
+        sent: BodySent,
+    ) -> Self {
+        if inner.is_end_stream() {
+            sent.mark();
+        }
         RequestBody {
             inner,
             limit,
@@ -86,6 +96,7 @@ impl RequestBody {
             stall,
             timer: None,
             verdict,
+            sent,
         }
     }
 }
@@ -98,8 +109,8 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 *this.timer = None;
                 if let Some(data) = frame.data_ref() {
@@ -107,17 +118,30 @@ impl Body for RequestBody {
                     if let Some(limit) = *this.limit {
                         if *this.seen > limit {
                             this.verdict.set(BodyVerdict::TOO_LARGE);
+                            this.sent.mark();
                             return Poll::Ready(Some(Err(BodyError::TooLarge { limit }.into())));
                         }
                     }
                 }
+                // hyper stops polling once a sized body is complete, so the end is
+                // noticed here rather than only at `None`.
+                if this.inner.is_end_stream() {
+                    this.sent.mark();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => {
+                this.sent.mark();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.sent.mark();
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if idle_expired(this.timer, *this.stall, cx) {
                     this.verdict.set(BodyVerdict::STALLED);
+                    this.sent.mark();
                     return Poll::Ready(Some(Err(BodyError::SendTimeout(*this.stall).into())));
                 }
                 Poll::Pending

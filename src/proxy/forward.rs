@@ -16,7 +16,7 @@ use super::headers::{self, Forwarding};
 use super::pipeline::{Ctx, too_large};
 use super::server::{Lifecycle, Shared};
 use crate::config::{PathRewrite, Route, Upstream, UpstreamProtocol};
-use crate::upstream::{ProxyBody, UpstreamError};
+use crate::upstream::{BodySent, ProxyBody, ResponseWait, UpstreamError};
 
 /// The upstream path for a request path: rewrite, then prepend the base path.
 pub fn upstream_path(rewrite: &PathRewrite, base_path: &str, path: &str) -> String {
@@ -151,7 +151,17 @@ pub async fn forward(
     };
 
     let verdict = BodyVerdict::default();
-    let body = RequestBody::new(body, policy.max_body_size, timeouts.send, verdict.clone());
+    let wait = ResponseWait {
+        read_timeout: timeouts.read,
+        body_sent: BodySent::default(),
+    };
+    let body = RequestBody::new(
+        body,
+        policy.max_body_size,
+        timeouts.send,
+        verdict.clone(),
+        wait.body_sent.clone(),
+    );
     let mut request = Request::new(body.boxed_unsync());
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
@@ -165,13 +175,7 @@ pub async fn forward(
     let started = Instant::now();
     let sent = shared
         .upstreams
-        .send(
-            upstream,
-            request,
-            timeouts.connect,
-            timeouts.read,
-            websocket,
-        )
+        .send(upstream, request, timeouts.connect, &wait, websocket)
         .await;
     let elapsed = started.elapsed();
     let metrics = crate::telemetry::metrics();
