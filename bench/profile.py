@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Run airgate under callgrind for a fixed number of requests; see profile.sh."""
+import argparse
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+
+import harness as h
+
+ORIGIN_LUA = """
+request = function()
+  return wrk.format(nil, nil, {["Origin"] = "https://app.example.com"})
+end
+"""
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--airgate", required=True)
+    ap.add_argument("--backend", required=True)
+    ap.add_argument("--scenario", choices=["plain", "policy"], default="plain")
+    ap.add_argument("--seconds", type=int, default=30)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="airgate-profile-")
+    env = h.Env(work, a.airgate, a.backend, smoke=True)
+    try:
+        be = h.spawn([a.backend, "--http", f"{h.HOST}:0"], h.LOAD_CPU, os.path.join(work, "backend.log"),
+                     stdout=subprocess.PIPE)
+        env.backend_port = int(be.stdout.readline().decode().strip().split("=")[1])
+        if a.scenario == "plain":
+            path, docs, extra = "/plain/hello", h.airroute("plain", h.ag_route(env, "/plain/")), []
+        else:
+            path = "/policy/hello"
+            route = h.ag_route(env, "/policy/", strip=True,
+                               extra="rateLimit: {zone: big, burst: 1000000, nodelay: true}")
+            docs = h.airroute("policy", route, extra_spec=h.render("airgate-policy-spec.yaml", ORIGIN=h.ORIGIN))
+            extra = ["--access-log", os.path.join(work, "access.log")]
+        cfg = os.path.join(work, "cfg")
+        os.makedirs(cfg)
+        with open(os.path.join(cfg, "routes.yaml"), "w") as f:
+            f.write(docs)
+        http, https, admin = h.free_port(), h.free_port(), h.free_port()
+        for old in glob.glob(os.path.join(a.out, "callgrind.*")):
+            os.unlink(old)
+        os.makedirs(a.out, exist_ok=True)
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={a.out}/callgrind.%p",
+               a.airgate, "serve", "--config", cfg, "--http-addr", f"{h.HOST}:{http}",
+               "--https-addr", f"{h.HOST}:{https}", "--admin-addr", f"{h.HOST}:{admin}",
+               "--worker-threads", "1", "--shutdown-grace", "1s"]
+        if "--access-log" not in extra:
+            cmd += ["--access-log", "off"]
+        ag = h.spawn(cmd + extra, h.PROXY_CPU, os.path.join(work, "airgate.log"))
+        h.wait_for(f"http://{h.HOST}:{http}{path}", ag, "airgate under callgrind", timeout=180)
+        script = os.path.join(work, "stop.lua")
+        with open(script, "w") as f:
+            f.write(ORIGIN_LUA)
+        r = h.wrk(f"http://{h.HOST}:{http}{path}", a.seconds, conns=8, script=script)
+        print(f"{r['requests']} requests through airgate under callgrind ({r['rps']:.0f} r/s)", file=sys.stderr)
+        h.stop(ag)
+        files = glob.glob(os.path.join(a.out, "callgrind.*"))
+        if not files:
+            raise SystemExit("callgrind wrote no profile")
+        for mode in ("--inclusive=yes", "--inclusive=no"):
+            ann = subprocess.run(["callgrind_annotate", mode, files[0]], capture_output=True, text=True)
+            with open(os.path.join(a.out, f"annotate-{a.scenario}{'-incl' if 'yes' in mode else '-self'}.txt"), "w") as f:
+                f.write(ann.stdout)
+            print("\n".join(ann.stdout.splitlines()[:60]))
+    finally:
+        h.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Profile airgate's hot path: callgrind on the release binary while wrk drives it for a
+# fixed time through scenario 1 (plain) or 2 (full policy set).
+#
+#   bash bench/profile.sh [plain|policy] [SECONDS]
+#
+# Needs the binaries run.sh builds and valgrind (installed if missing). Prints the top
+# functions by inclusive and exclusive cost and leaves the callgrind file in
+# ~/.cache/airgate/profile/. (perf needs hardware counters this machine may not expose.)
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${AIRGATE_CACHE:-$HOME/.cache/airgate}
+TARGET=${AIRGATE_BENCH_TARGET:-$CACHE/bench-target}
+WHICH=${1:-plain}
+SECS=${2:-30}
+OUT=$CACHE/profile
+mkdir -p "$OUT"
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+(cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin airgate --example bench_backend)
+python3 "$REPO/bench/profile.py" --airgate "$TARGET/release/airgate" \
+  --backend "$TARGET/release/examples/bench_backend" --scenario "$WHICH" --seconds "$SECS" --out "$OUT"

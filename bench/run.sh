@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# airgate against nginx and against no proxy, on this machine, in one run.
+#
+#   bash bench/run.sh            full run (about 10 minutes), writes bench/RESULTS.md
+#   bash bench/run.sh --smoke    seconds per scenario; checks every scenario yields numbers
+#   bash bench/run.sh --only plain,sse    a subset (names: plain policy auth tls sse bulk scale zone)
+#
+# Installs what it needs (idempotent): Debian's nginx, wrk, nghttp2-client (h2load),
+# util-linux (taskset), curl, openssl; oha for fixed-rate latency through cargo into
+# ~/.cache/airgate/tools (set AIRGATE_BENCH_SKIP_OHA=1 to skip it; latency columns are
+# then left empty). Builds airgate and examples/bench_backend.rs in release mode into
+# ~/.cache/airgate/bench-target (override with AIRGATE_BENCH_TARGET).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${AIRGATE_CACHE:-$HOME/.cache/airgate}
+TARGET=${AIRGATE_BENCH_TARGET:-$CACHE/bench-target}
+SMOKE=0
+ARGS=()
+for a in "$@"; do
+  [[ $a == --smoke ]] && SMOKE=1
+  ARGS+=("$a")
+done
+
+log() { echo "[bench] $*" >&2; }
+
+if (( $(nproc) < 2 )); then
+  log "needs 2 CPUs (proxy on CPU 0, load generator and backend on CPU 1); found $(nproc)"
+  exit 1
+fi
+
+missing=()
+for pair in nginx:nginx wrk:wrk h2load:nghttp2-client taskset:util-linux curl:curl openssl:openssl python3:python3; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if (( ${#missing[@]} )); then
+  log "installing ${missing[*]}"
+  SUDO=; (( EUID != 0 )) && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+OHA=$CACHE/tools/bin/oha
+if [[ ! -x $OHA ]] && command -v oha >/dev/null 2>&1; then OHA=$(command -v oha); fi
+if [[ ! -x $OHA && ${AIRGATE_BENCH_SKIP_OHA:-0} != 1 ]]; then
+  log "installing oha (fixed-rate latency); this builds from source and takes minutes once"
+  mkdir -p "$CACHE/tools"
+  if ! CARGO_TARGET_DIR=$CACHE/tools/build cargo install oha --locked --root "$CACHE/tools" >"$CACHE/tools/oha-install.log" 2>&1; then
+    log "oha did not install (see $CACHE/tools/oha-install.log); latency columns will be empty"
+  fi
+fi
+[[ -x $OHA ]] || OHA=
+
+log "building airgate and the bench backend (release)"
+(cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin airgate --example bench_backend)
+
+OUT=$REPO/bench/RESULTS.md
+JSON=$CACHE/bench-results.json
+if (( SMOKE )); then OUT=$CACHE/bench-smoke.md; JSON=$CACHE/bench-smoke.json; fi
+for a in "${ARGS[@]}"; do [[ $a == --only* ]] && OUT=$CACHE/bench-partial.md; done
+
+python3 "$REPO/bench/harness.py" \
+  --airgate "$TARGET/release/airgate" \
+  --backend "$TARGET/release/examples/bench_backend" \
+  ${OHA:+--oha "$OHA"} \
+  --repo "$REPO" --out "$OUT" --json "$JSON" "${ARGS[@]}" &
+PY=$!
+# The driver reaps its own children; this covers the driver itself being interrupted.
+trap 'kill -TERM $PY 2>/dev/null || true; wait $PY 2>/dev/null || true' EXIT
+status=0
+wait $PY || status=$?
+trap - EXIT
+log "report: $OUT"
+exit $status
