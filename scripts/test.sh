@@ -11,8 +11,8 @@ set -euo pipefail
 
 # Debian packages the tests and benches need. One list; add yours here.
 #   openssl: test certificates   chromium: tests/policy_browser.rs (real browser CORS)
-#   nginx: bench/ compares airgate against Debian's nginx
-APT_PACKAGES="openssl ca-certificates curl chromium nginx"
+#   nginx: bench/ compares airgate against Debian's nginx   python3, procps: e2e/ and bench/ harnesses
+APT_PACKAGES="openssl ca-certificates curl chromium nginx python3 procps"
 
 cd "$(dirname "$0")/.."
 export AIRGATE_CACHE="${AIRGATE_CACHE:-$HOME/.cache/airgate}"

@@ -651,15 +651,9 @@ impl FileSource {
         outcome
     }
 
-    /// Watch the path and reload on every change until `shutdown` resolves.
-    ///
-    /// The watch is on the directory (the file's parent in single-file mode) because
-    /// editors save by writing a new file and renaming it over the old one, which
-    /// removes the inode a file watch would follow.
-    pub async fn watch(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+    fn start_watcher(&self, tx: mpsc::Sender<()>) -> Result<notify::RecommendedWatcher> {
         use notify::{RecursiveMode, Watcher};
 
-        let (tx, mut rx) = mpsc::channel::<()>(1);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 let relevant = match &event {
@@ -678,18 +672,14 @@ impl FileSource {
         let is_file = std::fs::metadata(&self.root)
             .map(|m| m.is_file())
             .unwrap_or(false);
-        let watch_path = if is_file {
-            match self.root.parent() {
+        let (watch_path, mode) = if is_file {
+            let parent = match self.root.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
-            }
+            };
+            (parent, RecursiveMode::NonRecursive)
         } else {
-            self.root.clone()
-        };
-        let mode = if is_file {
-            RecursiveMode::NonRecursive
-        } else {
-            RecursiveMode::Recursive
+            (self.root.clone(), RecursiveMode::Recursive)
         };
         watcher
             .watch(&watch_path, mode)
@@ -698,12 +688,32 @@ impl FileSource {
                 source,
             })?;
         tracing::debug!(path = %watch_path.display(), "watching configuration");
+        Ok(watcher)
+    }
+
+    /// Watch the path and reload on every change until `shutdown` resolves.
+    ///
+    /// The watch is on the directory (the file's parent in single-file mode) because
+    /// editors save by writing a new file and renaming it over the old one, which
+    /// removes the inode a file watch would follow.
+    pub async fn watch(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        // Without a watcher (inotify limits, unsupported filesystem) polling still works,
+        // just slower, rather than silently never reloading.
+        let (watcher, period) = match self.start_watcher(tx) {
+            Ok(w) => (Some(w), Duration::from_secs(30)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch for changes; re-reading every 2s instead");
+                (None, Duration::from_secs(2))
+            }
+        };
+        let watching = watcher.is_some();
 
         tokio::pin!(shutdown);
         // A slow periodic re-read catches changes the watcher misses (network
         // filesystems, ConfigMap symlink swaps on some kernels); unchanged files are
         // skipped cheaply by the fingerprint.
-        let mut resync = tokio::time::interval(Duration::from_secs(30));
+        let mut resync = tokio::time::interval(period);
         // The first tick fires at once: it catches edits made between the initial load
         // and the watch being set up (unchanged files are skipped by the fingerprint).
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -711,7 +721,7 @@ impl FileSource {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 _ = resync.tick() => {}
-                event = rx.recv() => {
+                event = rx.recv(), if watching => {
                     if event.is_none() {
                         return Ok(());
                     }

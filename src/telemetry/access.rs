@@ -406,42 +406,4 @@ mod tests {
         );
         assert!("".parse::<AccessLogTarget>().is_err());
     }
-
-    /// Cost on the request path: format + enqueue. Run with
-    /// `cargo test --release --lib access_log_cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "measurement, not a check"]
-    fn access_log_cost() {
-        let r = record();
-        let n = 200_000u32;
-        for format in [LogFormat::Text, LogFormat::Json] {
-            let t = std::time::Instant::now();
-            let mut bytes = 0;
-            for _ in 0..n {
-                bytes += format_line(&r, format, SystemTime::now()).len();
-            }
-            let per = t.elapsed() / n;
-            println!(
-                "{format:?}: format_line {per:?}/line ({} bytes)",
-                bytes / n as usize
-            );
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let guard = init(
-            &AccessLogTarget::File(dir.path().join("a.log")),
-            LogFormat::Text,
-        )
-        .expect("init");
-        let t = std::time::Instant::now();
-        for _ in 0..n {
-            log(&r);
-        }
-        let per = t.elapsed() / n;
-        guard.flush();
-        let total = t.elapsed();
-        let dropped = crate::telemetry::metrics().access_log_dropped.get();
-        println!(
-            "log() {per:?}/call on the request path; {n} lines written in {total:?}; dropped {dropped}"
-        );
-    }
 }
