@@ -33,9 +33,11 @@ async fn e2e() {
 
     let scenarios: Vec<(&str, Scenario)> = vec![
         scenario!(scenarios::ready_and_explains_missing_crd),
-        scenario!(scenarios::install_crd),
+        // Before the CRD exists: Ingresses must be served all the same.
         scenario!(scenarios::ingress_is_served),
+        scenario!(scenarios::install_crd),
         scenario!(scenarios::airroute_is_served),
+        scenario!(scenarios::malformed_airroute_is_skipped),
         scenario!(scenarios::route_change_is_served_within_a_second),
         scenario!(scenarios::deleted_route_answers_404),
         scenario!(scenarios::scaled_endpoints_share_traffic),
@@ -44,6 +46,7 @@ async fn e2e() {
         scenario!(scenarios::other_class_ingress_is_ignored),
         scenario!(scenarios::tls_secret_added_later_is_served),
         scenario!(scenarios::status_is_written),
+        scenario!(scenarios::replicas_elect_one_status_writer),
         scenario!(scenarios::apiserver_restart_does_not_interrupt_traffic),
     ];
 

@@ -28,9 +28,7 @@ const HOSTS: &[&str] = &[
 pub struct Env {
     pub cluster: Cluster,
     pub controller: Controller,
-    /// Backend on 127.0.0.1:P.
     pub a: Backend,
-    /// Backend on 127.0.0.2:P (same port, so both fit one EndpointSlice).
     pub b: Backend,
     pub http: reqwest::Client,
 }
@@ -53,7 +51,7 @@ impl Env {
             .await
             .expect("creating the namespace and IngressClass");
         cluster
-            .apply(&service("echo", &[("127.0.0.1", a.addr.port())]))
+            .apply(&service("echo", &[&a]))
             .await
             .expect("creating Service echo");
         let controller = Controller::start(&cluster, &["--publish-address", PUBLISH_ADDRESS]).await;
@@ -110,35 +108,36 @@ impl Env {
 }
 
 async fn two_backends() -> (Backend, Backend) {
-    // Both on the same port so that one EndpointSlice (one port list) can hold both.
-    for _ in 0..20 {
-        let a = Backend::start("a", SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("binding backend a");
-        let port = a.addr.port();
-        if let Ok(b) = Backend::start("b", SocketAddr::from(([127, 0, 0, 2], port))).await {
-            return (a, b);
-        }
-    }
-    panic!("could not bind 127.0.0.1:P and 127.0.0.2:P for the same P in 20 tries");
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let a = Backend::start("a", loopback)
+        .await
+        .expect("binding backend a");
+    let b = Backend::start("b", loopback)
+        .await
+        .expect("binding backend b");
+    (a, b)
 }
 
-/// A Service on port 80 and its EndpointSlice with the given (address, port) endpoints.
-/// All endpoints must share one port.
-fn service(name: &str, endpoints: &[(&str, u16)]) -> Value {
-    let port = endpoints.first().map(|e| e.1).unwrap_or(80);
-    json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": NS},
-         "spec": {"ports": [{"name": "http", "port": 80, "targetPort": port}]}},
-        {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-         "metadata": {"name": format!("{name}-1"), "namespace": NS,
-                      "labels": {"kubernetes.io/service-name": name}},
-         "addressType": "IPv4",
-         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-         "endpoints": endpoints.iter().map(|(ip, _)| json!({
-             "addresses": [ip], "conditions": {"ready": true}
-         })).collect::<Vec<_>>()},
-    ]})
+/// A Service on port 80 (target port named `http`) and one EndpointSlice per backend
+/// (`<name>-<index>`), as the EndpointSlice controller makes when pods differ in port.
+/// The API server refuses loopback IPs in EndpointSlices, so each backend is published as
+/// an FQDN under `.localhost`, which airgate maps to 127.0.0.1 (RFC 6761 §6.3).
+fn service(name: &str, backends: &[&Backend]) -> Value {
+    let mut items = vec![json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})];
+    for (i, b) in backends.iter().enumerate() {
+        items.push(
+            json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("{name}-{}", i + 1), "namespace": NS,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "FQDN",
+            "ports": [{"name": "http", "port": b.addr.port(), "protocol": "TCP"}],
+            "endpoints": [{"addresses": [format!("backend-{}.localhost", b.name)],
+                           "conditions": {"ready": true}}]}),
+        );
+    }
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
 }
 
 fn ingress(name: &str, class: &str, host: &str, path: &str, svc: &str) -> Value {
@@ -198,7 +197,50 @@ pub async fn ready_and_explains_missing_crd(env: Arc<Env>) -> R {
 }
 
 /// `airgate crd | kubectl apply -f -`, then wait for the CRD to be Established.
+async fn wait_established(cluster: &Cluster) -> R {
+    cluster
+        .kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "crd/airoutes.airgate.dev",
+                "--timeout=30s",
+            ],
+            None,
+        )
+        .await
+        .map(|_| ())
+}
+
+/// First a schema-less AIRoute CRD and an AIRoute that is not a valid AIRoute (as an
+/// object written before a CRD upgrade would be), then the real CRD from
+/// `airgate crd | kubectl replace -f -`. The API server keeps serving the stored bad
+/// object; the controller must skip it and keep watching.
 pub async fn install_crd(env: Arc<Env>) -> R {
+    let loose = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "airoutes.airgate.dev"},
+        "spec": {"group": "airgate.dev", "scope": "Namespaced",
+            "names": {"kind": "AIRoute", "plural": "airoutes", "singular": "airoute",
+                      "shortNames": ["air"], "listKind": "AIRouteList"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]}});
+    env.cluster
+        .kubectl(&["create", "-f", "-"], Some(&loose.to_string()))
+        .await?;
+    wait_established(&env.cluster).await?;
+    env.cluster
+        .kubectl(
+            &["create", "-f", "-"],
+            Some(
+                &json!({"apiVersion": "airgate.dev/v1alpha1", "kind": "AIRoute",
+                    "metadata": {"name": "broken", "namespace": NS},
+                    "spec": {"routes": "not-a-list"}})
+                .to_string(),
+            ),
+        )
+        .await?;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_airgate"))
         .arg("crd")
         .kill_on_drop(true)
@@ -208,20 +250,43 @@ pub async fn install_crd(env: Arc<Env>) -> R {
     ensure!(out.status.success(), "airgate crd failed");
     let yaml = String::from_utf8_lossy(&out.stdout).into_owned();
     env.cluster
-        .kubectl(&["apply", "-f", "-"], Some(&yaml))
+        .kubectl(&["replace", "-f", "-"], Some(&yaml))
         .await?;
+    wait_established(&env.cluster).await
+}
+
+/// The bad AIRoute stored under the loose CRD was logged, counted and skipped.
+pub async fn malformed_airroute_is_skipped(env: Arc<Env>) -> R {
+    let plain = client(&[], Vec::new());
+    let metrics = format!("http://{}/metrics", env.controller.admin);
+    eventually(
+        "the malformed AIRoute counted as invalid",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = get(&plain, &metrics).await?;
+            let n: u64 = body
+                .lines()
+                .find_map(|l| l.strip_prefix("airgate_watch_events_total{kind=\"invalid\"} "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            ensure!(
+                n >= 1,
+                "airgate_watch_events_total{{kind=\"invalid\"}} is {n}"
+            );
+            ensure!(
+                env.controller.logs_contain("skipping AIRoute")
+                    && env.controller.logs_contain("broken"),
+                "no log line naming the skipped AIRoute"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    // Remove it so later scenarios run against a clean store.
     env.cluster
-        .kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd/airroutes.airgate.dev",
-                "--timeout=30s",
-            ],
-            None,
-        )
-        .await?;
-    Ok(())
+        .kubectl(&["delete", "air", "-n", NS, "broken", "--wait=false"], None)
+        .await
+        .map(|_| ())
 }
 
 pub async fn ingress_is_served(env: Arc<Env>) -> R {
@@ -265,20 +330,14 @@ pub async fn route_change_is_served_within_a_second(env: Arc<Env>) -> R {
 
 pub async fn deleted_route_answers_404(env: Arc<Env>) -> R {
     env.cluster
-        .kubectl(
-            &["delete", "airroute", "-n", NS, "change", "--wait=false"],
-            None,
-        )
+        .kubectl(&["delete", "air", "-n", NS, "change", "--wait=false"], None)
         .await?;
     env.answers("change.e2e.test", "/v2/x", 404, Duration::from_secs(2))
         .await
 }
 
 pub async fn scaled_endpoints_share_traffic(env: Arc<Env>) -> R {
-    let port = env.a.addr.port();
-    env.cluster
-        .apply(&service("spread", &[("127.0.0.1", port)]))
-        .await?;
+    env.cluster.apply(&service("spread", &[&env.a])).await?;
     env.cluster
         .apply(&ingress(
             "spread",
@@ -291,10 +350,7 @@ pub async fn scaled_endpoints_share_traffic(env: Arc<Env>) -> R {
     env.served_by("spread.e2e.test", "/", "a", Duration::from_secs(10))
         .await?;
     env.cluster
-        .apply(&service(
-            "spread",
-            &[("127.0.0.1", port), (&env.b.addr.ip().to_string(), port)],
-        ))
+        .apply(&service("spread", &[&env.a, &env.b]))
         .await?;
     env.served_by("spread.e2e.test", "/", "b", Duration::from_secs(5))
         .await?;
@@ -325,7 +381,7 @@ pub async fn missing_service_sets_resolved_refs_false(env: Arc<Env>) -> R {
         "ResolvedRefs=False naming the Service",
         Duration::from_secs(15),
         || async {
-            let obj = cluster.get_json("airroute", NS, "ghost").await?;
+            let obj = cluster.get_json("air", NS, "ghost").await?;
             let c = condition(&obj, "ResolvedRefs").ok_or("no ResolvedRefs condition")?;
             ensure!(c["status"] == "False", "ResolvedRefs is {c}");
             ensure!(
@@ -521,7 +577,23 @@ pub async fn status_is_written(env: Arc<Env>) -> R {
         "AIRoute api Accepted, ResolvedRefs and Ready",
         Duration::from_secs(15),
         || async {
-            let obj = cluster.get_json("airroute", NS, "api").await?;
+            // kubectl hides managedFields unless asked.
+            let out = cluster
+                .kubectl(
+                    &[
+                        "get",
+                        "air",
+                        "-n",
+                        NS,
+                        "api",
+                        "-o",
+                        "json",
+                        "--show-managed-fields",
+                    ],
+                    None,
+                )
+                .await?;
+            let obj: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
             for t in ["Accepted", "ResolvedRefs", "Ready"] {
                 let c = condition(&obj, t).ok_or(format!("no {t} condition: {}", obj["status"]))?;
                 ensure!(c["status"] == "True", "{t} is {c}");
@@ -638,4 +710,83 @@ mod base64_engine {
         assert_eq!(encode(b"foo"), "Zm9v");
         assert_eq!(encode(b"foobar"), "Zm9vYmFy");
     }
+}
+
+async fn leader_gauge(http: &reqwest::Client, c: &Controller) -> R<i64> {
+    let (status, body) = get(http, &format!("http://{}/metrics", c.admin)).await?;
+    ensure!(status == 200, "/metrics answered {status}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("airgate_leader "))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no airgate_leader in /metrics".to_string())
+}
+
+/// Two more replicas on their own Lease: both serve traffic, exactly one leads, and when
+/// the leader stops (releasing the Lease) the other takes over within seconds.
+pub async fn replicas_elect_one_status_writer(env: Arc<Env>) -> R {
+    let args = [
+        "--election-id",
+        "e2e-election",
+        "--publish-address",
+        PUBLISH_ADDRESS,
+    ];
+    let first = Controller::start(&env.cluster, &args).await;
+    let plain = client(&[], Vec::new());
+    eventually(
+        "the first replica leads",
+        Duration::from_secs(15),
+        || async {
+            ensure!(leader_gauge(&plain, &first).await? == 1, "not leader yet");
+            Ok(())
+        },
+    )
+    .await?;
+    let second = Controller::start(&env.cluster, &args).await;
+    let web = client(HOSTS, Vec::new());
+    let url = format!("http://web.e2e.test:{}/", second.http.port());
+    eventually(
+        "the follower serves traffic",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = get(&web, &url).await?;
+            ensure!(
+                status == 200 && body.starts_with("backend=a "),
+                "{status} {body}"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    ensure!(
+        leader_gauge(&plain, &second).await? == 0,
+        "two replicas lead the same Lease"
+    );
+    let lease = env
+        .cluster
+        .get_json("lease", "default", "e2e-election")
+        .await?;
+    ensure!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "Lease has no holder: {lease}"
+    );
+    let stopped = first.terminate().await?;
+    ensure!(
+        stopped.success(),
+        "leader exited with {stopped} after SIGTERM"
+    );
+    // Released on shutdown, so no need to wait out the 15 s lease.
+    eventually(
+        "the follower takes over",
+        Duration::from_secs(8),
+        || async {
+            ensure!(leader_gauge(&plain, &second).await? == 1, "not leader yet");
+            Ok(())
+        },
+    )
+    .await?;
+    let stopped = second.terminate().await?;
+    ensure!(stopped.success(), "second replica exited with {stopped}");
+    Ok(())
 }

@@ -367,6 +367,7 @@ impl Controller {
 
 /// A local HTTP backend that answers every request with `backend=<name> path=<path>`.
 pub struct Backend {
+    pub name: String,
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -406,7 +407,11 @@ impl Backend {
                 }
             }
         });
-        Ok(Backend { addr, task })
+        Ok(Backend {
+            name: name.to_string(),
+            addr,
+            task,
+        })
     }
 }
 

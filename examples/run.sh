@@ -4,7 +4,8 @@
 #   bash examples/run.sh
 #
 # Overridable: AIRGATE_HTTP_ADDR (127.0.0.1:8080), AIRGATE_HTTPS_ADDR (127.0.0.1:8443),
-# AIRGATE_ADMIN_ADDR (127.0.0.1:9090), DEMO_ADDR (127.0.0.1:9100), CARGO_TARGET_DIR.
+# AIRGATE_ADMIN_ADDR (127.0.0.1:9090), DEMO_ADDR (127.0.0.1:9100), CARGO_TARGET_DIR,
+# PROFILE (release; `PROFILE=debug` builds faster).
 # Ctrl-C stops both processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,7 @@ export AIRGATE_HTTP_ADDR="${AIRGATE_HTTP_ADDR:-127.0.0.1:8080}"
 export AIRGATE_HTTPS_ADDR="${AIRGATE_HTTPS_ADDR:-127.0.0.1:8443}"
 export AIRGATE_ADMIN_ADDR="${AIRGATE_ADMIN_ADDR:-127.0.0.1:9090}"
 DEMO_ADDR="${DEMO_ADDR:-127.0.0.1:9100}"
+PROFILE="${PROFILE:-release}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 CONFIG=examples/ai-stack
 
@@ -21,8 +23,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-echo "==> building airgate and the demo backend (release)"
-cargo build --release --bin airgate --example demo_backend
+echo "==> building airgate and the demo backend ($PROFILE)"
+if [ "$PROFILE" = debug ]; then
+  cargo build --bin airgate --example demo_backend
+else
+  cargo build --profile "$PROFILE" --bin airgate --example demo_backend
+fi
+BIN="$TARGET/$PROFILE"
 
 pids=()
 tmp=""
@@ -49,7 +56,7 @@ if [ "$DEMO_ADDR" != "127.0.0.1:9100" ]; then
 fi
 
 echo "==> starting the demo backend on $DEMO_ADDR"
-DEMO_ADDR="$DEMO_ADDR" "$TARGET/release/examples/demo_backend" &
+DEMO_ADDR="$DEMO_ADDR" "$BIN/examples/demo_backend" &
 pids+=("$!")
 
 host="${DEMO_ADDR%:*}"; port="${DEMO_ADDR##*:}"
@@ -59,10 +66,10 @@ for _ in $(seq 1 100); do
 done
 
 echo "==> checking $CONFIG"
-"$TARGET/release/airgate" check --config "$CONFIG"
+"$BIN/airgate" check --config "$CONFIG"
 
 echo "==> starting airgate (http=$AIRGATE_HTTP_ADDR admin=$AIRGATE_ADMIN_ADDR)"
-"$TARGET/release/airgate" serve --config "$CONFIG" &
+"$BIN/airgate" serve --config "$CONFIG" &
 pids+=("$!")
 
 H="http://$AIRGATE_HTTP_ADDR"

@@ -10,16 +10,21 @@
 set -euo pipefail
 
 # Debian packages the tests and benches need. One list; add yours here.
-APT_PACKAGES="openssl ca-certificates curl"
+#   openssl: test certificates   chromium: tests/policy_browser.rs (real browser CORS)
+#   nginx: bench/ compares airgate against Debian's nginx
+APT_PACKAGES="openssl ca-certificates curl chromium nginx"
 
 cd "$(dirname "$0")/.."
 export AIRGATE_CACHE="${AIRGATE_CACHE:-$HOME/.cache/airgate}"
 mkdir -p "$AIRGATE_CACHE"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-# Tests start their own processes; a stray AIRGATE_* from the caller must not leak in.
-while IFS='=' read -r name _; do
-  case "$name" in AIRGATE_CACHE) ;; AIRGATE_*) unset "$name" ;; esac
-done < <(env)
+# Tests start their own airgate processes; the caller's flag twins must not leak in.
+# (Test knobs such as AIRGATE_CHROMIUM are kept.)
+for name in CONFIG HTTP_ADDR HTTPS_ADDR ADMIN_ADDR INGRESS_CLASS LOG_FORMAT ACCESS_LOG \
+            TRUSTED_PROXIES SHUTDOWN_GRACE WORKER_THREADS WATCH_NAMESPACE \
+            PUBLISH_SERVICE PUBLISH_ADDRESS ELECTION_ID ELECTION_NAMESPACE; do
+  unset "AIRGATE_$name"
+done
 
 started=$(date +%s)
 step() {

@@ -4,7 +4,6 @@
 //!
 //! The reconcile loop is the only place the control side touches the data side, through
 //! [`Runtime::publish`], which swaps one snapshot off the request path.
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,6 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::cli::ControllerArgs;
-use crate::proxy::{BoundProxy, ProxySettings};
 use crate::runtime::Runtime;
 use crate::source::kube::{KubeSource, WatchScope};
 use crate::status::lease::{self, LeaseSettings};
@@ -26,15 +24,8 @@ pub enum Error {
         "no Kubernetes configuration: not in a cluster and no usable KUBECONFIG ({0}); set KUBECONFIG or run in a pod"
     )]
     Client(#[source] kube::Error),
-    #[error("binding {what} on {addr}: {source}")]
-    Bind {
-        what: &'static str,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("serving: {0}")]
-    Serve(#[source] std::io::Error),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::Error),
 }
 
 /// Timing of the reconcile loop.
@@ -138,43 +129,39 @@ pub fn election_namespace(args: &ControllerArgs) -> String {
         .unwrap_or_else(|| "default".into())
 }
 
-/// Entry point of `airgate controller`.
-pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+/// Entry point of `airgate controller`: logging, the tokio runtime, then [`run_async`].
+pub fn run(args: ControllerArgs) -> Result<(), Error> {
+    crate::telemetry::init_logging(args.proxy.log_format);
+    let rt = crate::serve::tokio_runtime(args.proxy.worker_threads)?;
+    rt.block_on(run_async(args))
+}
+
+/// Cluster mode on the current runtime: connect to the API server, then serve the data
+/// plane and admin listeners exactly as `serve` does, with the watches, the reconcile loop,
+/// leader election and the status writer as the configuration source.
+pub async fn run_async(args: ControllerArgs) -> Result<(), Error> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let _access_log = crate::telemetry::access::init(&args.proxy.access_log, args.proxy.log_format)
+        .map_err(crate::serve::Error::AccessLog)?;
     let client = Client::try_default().await.map_err(Error::Client)?;
     let runtime = Runtime::new();
+    let proxy_args = args.proxy.clone();
+    crate::serve::run_data_plane(&proxy_args, runtime.clone(), move |shutdown| {
+        control_plane(client, args, runtime, shutdown)
+    })
+    .await?;
+    Ok(())
+}
 
-    let settings = ProxySettings {
-        http_addr: args.proxy.http_addr,
-        https_addr: args.proxy.https_addr,
-        trusted_proxies: args.proxy.trusted_proxies.clone(),
-        shutdown_grace: args.proxy.shutdown_grace,
-    };
-    let proxy = BoundProxy::bind(settings, runtime.clone())
-        .await
-        .map_err(|source| Error::Bind {
-            what: "proxy listeners",
-            addr: args.proxy.http_addr,
-            source,
-        })?;
-    let admin = tokio::net::TcpListener::bind(args.proxy.admin_addr)
-        .await
-        .map_err(|source| Error::Bind {
-            what: "admin listener",
-            addr: args.proxy.admin_addr,
-            source,
-        })?;
-    let admin_addr = admin.local_addr().map_err(Error::Serve)?;
-    tracing::info!(
-        "listening http={} https={} admin={}",
-        proxy.http_addr(),
-        proxy.https_addr(),
-        admin_addr
-    );
-
+/// Everything cluster mode adds to the data plane; returns once `shutdown` resolves and
+/// the Lease is released.
+async fn control_plane(
+    client: Client,
+    args: ControllerArgs,
+    runtime: Arc<Runtime>,
+    shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::serve(admin, runtime.clone(), shutdown_rx.clone()));
-
     let source = KubeSource::start(
         client.clone(),
         &WatchScope {
@@ -214,111 +201,17 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     };
     let loop_task = tokio::spawn(reconcile_loop(
         source,
-        runtime.clone(),
+        runtime,
         options,
         LoopSettings::default(),
         status_tx,
-        shutdown_rx.clone(),
+        shutdown_rx,
     ));
-
-    let signal_tx = shutdown_tx.clone();
-    let served = proxy
-        .serve(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: draining connections");
-            let _ = signal_tx.send(true);
-        })
-        .await;
+    shutdown.await;
     let _ = shutdown_tx.send(true);
-    // The Lease is released on the way out so another replica takes over status at once.
+    // Releasing the Lease lets another replica take over status at once; bounded so a
+    // dead API server cannot hold up the exit.
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), status_task).await;
-    loop_task.abort();
-    admin_task.abort();
-    served.map_err(Error::Serve)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Minimal admin endpoints for cluster mode (`/healthz`, `/readyz`, `/metrics`).
-// TODO(lead): replace with the shared `crate::admin` server once it lands in main.
-mod admin {
-    use std::convert::Infallible;
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-    use http::{Request, Response, StatusCode};
-    use http_body_util::Full;
-    use hyper::body::Incoming;
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use tokio::net::TcpListener;
-    use tokio::sync::watch;
-
-    use crate::runtime::Runtime;
-
-    pub async fn serve(
-        listener: TcpListener,
-        runtime: Arc<Runtime>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "admin accept failed");
-                        continue;
-                    }
-                },
-                _ = shutdown.changed() => return,
-            };
-            let runtime = runtime.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let runtime = runtime.clone();
-                    async move { Ok::<_, Infallible>(handle(&req, &runtime)) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    }
-
-    fn handle<B>(req: &Request<B>, runtime: &Runtime) -> Response<Full<Bytes>> {
-        let (status, body) = match req.uri().path() {
-            "/healthz" => (StatusCode::OK, "ok\n".to_string()),
-            "/readyz" if runtime.is_ready() => (StatusCode::OK, "ok\n".to_string()),
-            "/readyz" => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: initial sync with the API server not complete\n".to_string(),
-            ),
-            "/metrics" => (StatusCode::OK, crate::telemetry::metrics().encode()),
-            _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
-        };
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = status;
-        resp
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), loop_task).await;
 }

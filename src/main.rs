@@ -34,9 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Controller(args) => {
-            airgate::telemetry::init_logging(args.proxy.log_format);
-            airgate::serve::tokio_runtime(args.proxy.worker_threads)?
-                .block_on(airgate::controller::run(args))?;
+            airgate::controller::run(args)?;
             Ok(ExitCode::SUCCESS)
         }
     }

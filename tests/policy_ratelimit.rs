@@ -144,3 +144,25 @@ async fn without_nodelay_excess_requests_wait_their_turn() {
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
     assert_eq!(backend.count(), 4);
 }
+
+#[tokio::test]
+async fn ingress_nginx_style_limits_answer_503() {
+    let backend = Server::backend().await;
+    let mut policy = limited(0, 0, true);
+    if let Some(limit) = policy.rate_limit.as_mut() {
+        limit.reject_status = 503;
+    }
+    let config = ConfigBuilder::default()
+        .zone(zone(
+            "it/annotation/rps",
+            1,
+            Duration::from_secs(1),
+            ZoneKey::ClientIp,
+        ))
+        .route("/", backend.addr, policy)
+        .build();
+    let proxy = Proxy::start(config).await;
+    let c = client();
+    let codes = statuses(&c, &proxy.url("/x"), 2).await;
+    assert_eq!(codes, [200, 503]);
+}

@@ -50,6 +50,9 @@ pub const CACHE_CAPACITY: usize = 10_000;
 /// then the connection is dropped instead.
 const MAX_HOOK_BODY: usize = 64 * 1024;
 
+/// How long the answer may wait for a small hook body already on its way.
+const INLINE_DRAIN: Duration = Duration::from_millis(50);
+
 /// What the pipeline needs to know about the client request to build the sub-request.
 #[derive(Debug)]
 pub struct AuthRequest<'a> {
@@ -276,16 +279,24 @@ impl AuthClient {
             source,
         })?;
         let (parts, body) = response.into_parts();
-        // The answer is in the status and headers; the body is drained off the request
-        // path so a slow or large one neither delays the client nor fails the check.
-        // Draining lets the pooled connection be reused; an oversized or stalled body
-        // only costs that connection.
+        // The answer is in the status and headers; the body only has to be drained so
+        // the pooled connection can be reused. A small body of known length normally
+        // arrived with the headers, so it is read here (briefly: a stall only costs the
+        // connection); anything else is drained off the request path.
         if !body.is_end_stream() {
-            let timeout = hook.timeout;
-            tokio::spawn(async move {
-                let drain = Limited::new(body, MAX_HOOK_BODY).collect();
-                let _ = tokio::time::timeout(timeout, drain).await;
-            });
+            let small = body
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= MAX_HOOK_BODY as u64);
+            let drain = Limited::new(body, MAX_HOOK_BODY).collect();
+            if small {
+                let _ = tokio::time::timeout(INLINE_DRAIN, drain).await;
+            } else {
+                let timeout = hook.timeout;
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(timeout, drain).await;
+                });
+            }
         }
         Ok((parts.status, parts.headers))
     }
@@ -471,6 +482,7 @@ mod tests {
     struct Hook {
         addr: SocketAddr,
         seen: Arc<Mutex<Vec<Seen>>>,
+        connections: Arc<AtomicUsize>,
         task: tokio::task::JoinHandle<()>,
     }
 
@@ -502,11 +514,14 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let record = seen.clone();
+        let connections: Arc<AtomicUsize> = Arc::default();
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let record = record.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
@@ -563,7 +578,12 @@ mod tests {
                 });
             }
         });
-        Hook { addr, seen, task }
+        Hook {
+            addr,
+            seen,
+            connections,
+            task,
+        }
     }
 
     fn hook(addr: SocketAddr, cache: bool) -> AuthHookPolicy {
@@ -685,6 +705,25 @@ mod tests {
             AuthOutcome::Deny { .. }
         ));
         assert_eq!(server.seen.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn hook_connections_are_kept_alive_and_reused() {
+        let server = hook_server().await;
+        let h = hook(server.addr, false);
+        let client = AuthClient::default();
+        for _ in 0..5 {
+            assert!(matches!(
+                ask(&client, &h, "good").await,
+                AuthOutcome::Allow { .. }
+            ));
+        }
+        assert_eq!(server.seen.lock().unwrap().len(), 5);
+        assert_eq!(
+            server.connections.load(Ordering::SeqCst),
+            1,
+            "one pooled connection"
+        );
     }
 
     #[tokio::test]

@@ -109,8 +109,8 @@ pub async fn forward(
             request_id: &ctx.request_id,
         },
     );
-    for (name, value) in copy.iter() {
-        out_headers.insert(name.clone(), value.clone());
+    if let Some(hook) = &policy.auth {
+        crate::policy::auth::apply_allow(hook, &copy, &mut out_headers);
     }
     let h2_upstream = !websocket
         && matches!(

@@ -99,7 +99,11 @@ pub async fn handle(
     };
     let log_base = (
         parts.method.to_string(),
-        parts.uri.path().to_string(),
+        // Path and query, as nginx's `$request` logs them.
+        parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
         protocol_name(parts.version),
         parts
             .headers
@@ -115,7 +119,7 @@ async fn run(
     ctx: &mut Ctx,
     shared: &Arc<Shared>,
     life: Lifecycle,
-    mut parts: Parts,
+    parts: Parts,
     body: Incoming,
 ) -> (Response<ProxyBody>, bool) {
     let Some(route) = ctx
@@ -209,14 +213,7 @@ async fn run(
             request_id: &ctx.request_id,
         };
         match shared.runtime.auth.check(hook, &request).await {
-            AuthOutcome::Allow { copy: c } => {
-                // Only the hook may set its copyHeaders: drop client-sent copies even
-                // when the hook returned none (ingress-nginx's proxy_set_header did).
-                for name in &hook.copy_headers {
-                    parts.headers.remove(name);
-                }
-                copy = c;
-            }
+            AuthOutcome::Allow { copy: c } => copy = c,
             AuthOutcome::Deny { status, headers } => {
                 let mut response = json_error(status, "request denied by the auth hook");
                 response.headers_mut().extend(headers);
@@ -286,15 +283,12 @@ fn finish(
         if route.policy.security_headers {
             security::apply_security_headers_tls(&mut parts.headers, ctx.conn.tls);
         }
-        // A route with a CORS policy owns CORS: the backend's own Access-Control-*
-        // headers (often `*`) must not widen it (see policy::cors).
-        if route.policy.cors.is_some() && !ctx.preflight {
+        if let (Some(cors_policy), false) = (&route.policy.cors, ctx.preflight) {
+            // airgate owns CORS on routes with a policy: a backend's `*` must not widen it.
             cors::strip_upstream(&mut parts.headers);
-        }
-        if let (Some(cors_policy), Some(origin), false) =
-            (&route.policy.cors, &ctx.cors_origin, ctx.preflight)
-        {
-            cors::apply(cors_policy, origin, &mut parts.headers);
+            if let Some(origin) = &ctx.cors_origin {
+                cors::apply(cors_policy, origin, &mut parts.headers);
+            }
         }
     }
     let log = Box::new(RequestLog {

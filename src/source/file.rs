@@ -612,6 +612,9 @@ impl FileSource {
         if self.last.as_ref() == Some(&loaded.fingerprint) {
             return Ok(None);
         }
+        if loaded.files.is_empty() {
+            tracing::warn!(path = %self.root.display(), "no *.yaml or *.yml manifests found; serving no routes");
+        }
         let translation = translate::translate(&loaded.objects, &self.options);
         let outcome = Outcome {
             loaded,
@@ -701,8 +704,9 @@ impl FileSource {
         // filesystems, ConfigMap symlink swaps on some kernels); unchanged files are
         // skipped cheaply by the fingerprint.
         let mut resync = tokio::time::interval(Duration::from_secs(30));
+        // The first tick fires at once: it catches edits made between the initial load
+        // and the watch being set up (unchanged files are skipped by the fingerprint).
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        resync.tick().await;
         loop {
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),

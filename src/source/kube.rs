@@ -266,7 +266,7 @@ where
                     // served and /readyz turns ready, and keep retrying for when it appears.
                     if crd_missing_reports % 60 == 0 {
                         tracing::error!(
-                            "the AIRoute CRD (airroutes.airgate.dev) is not installed: {CRD_INSTALL_HINT}; serving Ingresses only and retrying"
+                            "the AIRoute CRD (airoutes.airgate.dev) is not installed: {CRD_INSTALL_HINT}; serving Ingresses only and retrying"
                         );
                     }
                     crd_missing_reports += 1;

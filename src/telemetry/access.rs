@@ -219,6 +219,10 @@ struct Escaped<'a>(&'a str);
 
 impl std::fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let clean = |b: u8| b >= 0x20 && b != 0x7f && b != b'"' && b != b'\\' && b < 0x80;
+        if self.0.bytes().all(clean) {
+            return f.write_str(self.0);
+        }
         for c in self.0.chars() {
             if c == '"' || c == '\\' || c.is_control() {
                 let mut buf = [0u8; 4];
@@ -401,5 +405,43 @@ mod tests {
             Ok(AccessLogTarget::File("/var/log/a.log".into()))
         );
         assert!("".parse::<AccessLogTarget>().is_err());
+    }
+
+    /// Cost on the request path: format + enqueue. Run with
+    /// `cargo test --release --lib access_log_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "measurement, not a check"]
+    fn access_log_cost() {
+        let r = record();
+        let n = 200_000u32;
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let t = std::time::Instant::now();
+            let mut bytes = 0;
+            for _ in 0..n {
+                bytes += format_line(&r, format, SystemTime::now()).len();
+            }
+            let per = t.elapsed() / n;
+            println!(
+                "{format:?}: format_line {per:?}/line ({} bytes)",
+                bytes / n as usize
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let guard = init(
+            &AccessLogTarget::File(dir.path().join("a.log")),
+            LogFormat::Text,
+        )
+        .expect("init");
+        let t = std::time::Instant::now();
+        for _ in 0..n {
+            log(&r);
+        }
+        let per = t.elapsed() / n;
+        guard.flush();
+        let total = t.elapsed();
+        let dropped = crate::telemetry::metrics().access_log_dropped.get();
+        println!(
+            "log() {per:?}/call on the request path; {n} lines written in {total:?}; dropped {dropped}"
+        );
     }
 }

@@ -123,7 +123,7 @@ pub(crate) fn translate_airroute(
             &cx.object,
             "spec",
             "NotServed",
-            "this AIRoute is not served until the errors above are fixed",
+            "this AIRoute is not served until its errors in spec are fixed",
         ));
         return plan;
     }
@@ -244,7 +244,7 @@ pub(crate) fn translate_airroute(
                 &f,
                 "RouteNotServed",
                 format!(
-                    "route {} is not served until the errors above are fixed",
+                    "route {} is not served until the errors in {f} are fixed",
                     r.path
                 ),
             ));

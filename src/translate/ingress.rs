@@ -52,7 +52,7 @@ pub(crate) fn translate_ingress(
             &object,
             "metadata.annotations",
             "InvalidAnnotations",
-            "the Ingress is not served until its annotations are fixed (see the other messages)",
+            "the Ingress is not served until the errors in its annotations are fixed",
         ));
         return plan;
     }

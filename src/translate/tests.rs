@@ -1201,7 +1201,9 @@ spec:
         addrs(r),
         ["127.0.0.1:9001", "127.0.0.1:9002"].map(|a| a.parse::<SocketAddr>().unwrap())
     );
+}
 
+#[test]
 fn app_protocol_picks_upstream_protocol_for_airroutes() {
     let y = r#"
 apiVersion: v1
@@ -1509,4 +1511,34 @@ fn airroute_as_returned_by_the_api_server_translates() {
     let rl = models.policy.rate_limit.as_ref().unwrap();
     assert_eq!(t.config.zones[rl.zone].size_bytes, 1048576);
     assert!(route(&t, "x.ai.example.com", "/tts/a").is_some());
+}
+
+#[test]
+fn wildcard_certificate_serves_one_label() {
+    let (crt, key) = super::tls::tests::self_signed("*.example.com");
+    let mut o = objects(
+        r#"
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: w, namespace: ai}
+spec:
+  hosts: ["*.example.com"]
+  tls: {secretName: wild}
+  routes: [{path: /, backend: {url: "http://10.0.0.5:8000"}}]
+"#,
+    );
+    o.secrets
+        .push(super::tls::tests::tls_secret("ai", "wild", &crt, &key));
+    let t = translate(&o, &Options::default());
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    assert!(t.config.certs.find("a.example.com").is_some());
+    assert!(t.config.certs.find("example.com").is_none());
+    assert!(t.config.certs.find("a.b.example.com").is_none());
+    assert_eq!(
+        route(&t, "a.example.com", "/")
+            .unwrap()
+            .policy
+            .https_redirect,
+        Some(308)
+    );
 }

@@ -120,8 +120,9 @@ impl Airgate {
         stdout.spawn_reader(child.stdout.take().expect("piped stdout"));
         stderr.spawn_reader(child.stderr.take().expect("piped stderr"));
 
-        let re = regex::Regex::new(r"listening http=(\S+) https=(\S+) admin=(\S+)")
-            .expect("valid regex");
+        let re =
+            regex::Regex::new(r#"listening http=([^\s"\\]+) https=([^\s"\\]+) admin=([^\s"\\]+)"#)
+                .expect("valid regex");
         let deadline = Instant::now() + STARTUP;
         loop {
             if let Some((_, line)) = stderr
