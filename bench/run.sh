@@ -6,10 +6,9 @@
 #   bash bench/run.sh --only plain,sse    a subset (names: plain policy auth tls sse bulk scale zone)
 #
 # Installs what it needs (idempotent): Debian's nginx, wrk, nghttp2-client (h2load),
-# util-linux (taskset), curl, openssl; oha for fixed-rate latency through cargo into
-# ~/.cache/airgate/tools (set AIRGATE_BENCH_SKIP_OHA=1 to skip it; latency columns are
-# then left empty). Builds airgate and examples/bench_backend.rs in release mode into
-# ~/.cache/airgate/bench-target (override with AIRGATE_BENCH_TARGET).
+# util-linux (taskset), curl, openssl. Builds airgate and examples/bench_backend.rs (the
+# backend, and the fixed-rate latency generator: `bench_backend load`) in release mode
+# into ~/.cache/airgate/bench-target (override with AIRGATE_BENCH_TARGET).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,17 +39,6 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-OHA=$CACHE/tools/bin/oha
-if [[ ! -x $OHA ]] && command -v oha >/dev/null 2>&1; then OHA=$(command -v oha); fi
-if [[ ! -x $OHA && ${AIRGATE_BENCH_SKIP_OHA:-0} != 1 ]]; then
-  log "installing oha (fixed-rate latency); this builds from source and takes minutes once"
-  mkdir -p "$CACHE/tools"
-  if ! CARGO_TARGET_DIR=$CACHE/tools/build cargo install oha --locked --root "$CACHE/tools" >"$CACHE/tools/oha-install.log" 2>&1; then
-    log "oha did not install (see $CACHE/tools/oha-install.log); latency columns will be empty"
-  fi
-fi
-[[ -x $OHA ]] || OHA=
-
 log "building airgate and the bench backend (release)"
 (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin airgate --example bench_backend)
 
@@ -62,7 +50,6 @@ for a in "${ARGS[@]}"; do [[ $a == --only* ]] && OUT=$CACHE/bench-partial.md; do
 python3 "$REPO/bench/harness.py" \
   --airgate "$TARGET/release/airgate" \
   --backend "$TARGET/release/examples/bench_backend" \
-  ${OHA:+--oha "$OHA"} \
   --repo "$REPO" --out "$OUT" --json "$JSON" "${ARGS[@]}" &
 PY=$!
 # The driver reaps its own children; this covers the driver itself being interrupted.
