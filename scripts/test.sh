@@ -6,7 +6,8 @@
 # and a bench smoke run.
 #
 # Knobs: SKIP_APT=1 (never call apt-get), SKIP_E2E_BUILD=1, SKIP_BENCH=1,
-#        CARGO_TARGET_DIR (default ./target).
+#        CARGO_TARGET_DIR (default ~/.cache/airgate/target, so a fresh clone reuses the
+#        last build instead of compiling every dependency again).
 set -euo pipefail
 
 # Debian packages the tests and benches need. One list; add yours here.
@@ -17,6 +18,7 @@ APT_PACKAGES="openssl ca-certificates curl chromium nginx python3 procps"
 cd "$(dirname "$0")/.."
 export AIRGATE_CACHE="${AIRGATE_CACHE:-$HOME/.cache/airgate}"
 mkdir -p "$AIRGATE_CACHE"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$AIRGATE_CACHE/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Tests start their own airgate processes; the caller's flag twins must not leak in.
 # (Test knobs such as AIRGATE_CHROMIUM are kept.)
