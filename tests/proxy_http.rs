@@ -291,6 +291,69 @@ async fn body_over_content_length_limit_is_413_before_the_backend() {
 }
 
 #[tokio::test]
+async fn client_still_uploading_reads_the_413_instead_of_a_reset() {
+    let backend = echo_backend().await;
+    let limited = RoutePolicy {
+        max_body_size: Some(1024),
+        ..policy()
+    };
+    let proxy = TestProxy::start(config(
+        "",
+        vec![prefix_route(
+            "r",
+            "/",
+            upstream(vec![backend.addr]),
+            limited,
+        )],
+    ))
+    .await;
+    // A real client sends the whole 8 MiB body before it reads the answer. The proxy
+    // answers 413 from Content-Length at once; if it closed the connection then, the
+    // client's remaining writes would hit a reset (broken pipe) and the 413 would be lost.
+    for _ in 0..3 {
+        let response = client()
+            .post(proxy.url("/upload"))
+            .body(vec![b'x'; 8 * 1024 * 1024])
+            .send()
+            .await
+            .expect("the client reads an answer, not a broken pipe");
+        assert_json_error(response, 413, "request_too_large").await;
+    }
+    // Deterministic form: read the early 413 first, then keep sending the declared body.
+    // Without the drain the proxy has closed the socket and these writes are reset.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    let body_len = 4 * 1024 * 1024;
+    tcp.write_all(
+        format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {body_len}\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tcp.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..body_len / chunk.len() {
+        tcp.write_all(&chunk)
+            .await
+            .expect("the proxy drains the rest of the body instead of resetting");
+    }
+    let mut rest = Vec::new();
+    let eof = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+    assert!(
+        eof.is_ok(),
+        "the proxy closes the connection once the body is drained"
+    );
+    assert_eq!(backend.hits(), 0, "the backend was never contacted");
+}
+
+#[tokio::test]
 async fn chunked_body_growing_past_the_limit_is_413() {
     let backend = echo_backend().await;
     let limited = RoutePolicy {

@@ -111,8 +111,34 @@ pub async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
     );
-    let (response, streaming) = run(&mut ctx, &shared, life, parts, body).await;
+    let version = parts.version;
+    let mut body = Some(body);
+    let (mut response, streaming) = run(&mut ctx, &shared, life, parts, &mut body).await;
+    if let Some(unread) = body.filter(|b| !hyper::body::Body::is_end_stream(b)) {
+        // Answered before reading the body (413, 403, 429, a denial...): close the
+        // connection once the client is done sending, like nginx's lingering close.
+        // Closing at once would reset a client still writing its upload, and it would
+        // see a broken pipe instead of our answer.
+        if version <= Version::HTTP_11 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        linger(unread);
+    }
     finish(ctx, response, streaming, log_base)
+}
+
+/// How long an unread request body is drained after an early answer (nginx's
+/// `lingering_time` is 30s; uploads on a healthy link finish far sooner).
+const LINGER: Duration = Duration::from_secs(10);
+
+fn linger(mut body: Incoming) {
+    use http_body_util::BodyExt;
+    tokio::spawn(async move {
+        let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
 }
 
 async fn run(
@@ -120,7 +146,7 @@ async fn run(
     shared: &Arc<Shared>,
     life: Lifecycle,
     parts: Parts,
-    body: Incoming,
+    body: &mut Option<Incoming>,
 ) -> (Response<ProxyBody>, bool) {
     let Some(route) = ctx
         .snapshot
@@ -235,6 +261,15 @@ async fn run(
         }
         Backend::Upstream(upstream) => {
             let upstream = upstream.clone();
+            let Some(body) = body.take() else {
+                return (
+                    json_error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "request body already used",
+                    ),
+                    false,
+                );
+            };
             super::forward::forward(ctx, shared, life, &route, &upstream, parts, body, copy).await
         }
     }
