@@ -166,12 +166,18 @@ pub struct Forwarding<'a> {
 /// (or appended to) only when the peer is a trusted proxy.
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
     let peer = f.peer.to_string();
+    // Usually the client is the peer: format the address once for both headers.
+    let real_ip = if f.client_ip == f.peer {
+        peer.clone()
+    } else {
+        f.client_ip.to_string()
+    };
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prior) if f.trusted_peer && !prior.trim().is_empty() => format!("{prior}, {peer}"),
         _ => peer,
     };
     insert(headers, &X_FORWARDED_FOR, &xff);
-    insert(headers, &X_REAL_IP, &f.client_ip.to_string());
+    insert(headers, &X_REAL_IP, &real_ip);
     let keep = |h: &HeaderMap, name: &HeaderName| f.trusted_peer && h.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
         insert(headers, &X_FORWARDED_PROTO, f.scheme);
@@ -180,7 +186,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         insert(headers, &X_FORWARDED_HOST, f.host);
     }
     if !keep(headers, &X_FORWARDED_PORT) {
-        insert(headers, &X_FORWARDED_PORT, &f.port.to_string());
+        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
     }
     insert(headers, &X_REQUEST_ID, f.request_id);
 }
