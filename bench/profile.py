@@ -46,7 +46,7 @@ def main():
         for old in glob.glob(os.path.join(a.out, "callgrind.*")):
             os.unlink(old)
         os.makedirs(a.out, exist_ok=True)
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={a.out}/callgrind.%p",
+        cmd = ["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no", f"--callgrind-out-file={a.out}/callgrind.%p",
                a.airgate, "serve", "--config", cfg, "--http-addr", f"{h.HOST}:{http}",
                "--https-addr", f"{h.HOST}:{https}", "--admin-addr", f"{h.HOST}:{admin}",
                "--worker-threads", "1", "--shutdown-grace", "1s"]
@@ -57,12 +57,23 @@ def main():
         script = os.path.join(work, "stop.lua")
         with open(script, "w") as f:
             f.write(ORIGIN_LUA)
+        # Warm up (connections, pools, lazily built state), then count only the
+        # measured requests: zero the counters, load, dump.
+        h.wrk(f"http://{h.HOST}:{http}{path}", 2, conns=8, script=script)
+        subprocess.run(["callgrind_control", "--zero", str(ag.pid)], check=True, capture_output=True)
         r = h.wrk(f"http://{h.HOST}:{http}{path}", a.seconds, conns=8, script=script)
-        print(f"{r['requests']} requests through airgate under callgrind ({r['rps']:.0f} r/s)", file=sys.stderr)
+        subprocess.run(["callgrind_control", "--dump=measured", str(ag.pid)], check=True, capture_output=True)
         h.stop(ag)
-        files = glob.glob(os.path.join(a.out, "callgrind.*"))
+        files = sorted(glob.glob(os.path.join(a.out, "callgrind.*.1")))
         if not files:
-            raise SystemExit("callgrind wrote no profile")
+            raise SystemExit("callgrind wrote no profile of the measured requests")
+        total = 0
+        with open(files[0]) as f:
+            for line in f:
+                if line.startswith("summary:") or line.startswith("totals:"):
+                    total = int(line.split()[1])
+        print(f"{r['requests']} requests through airgate under callgrind: "
+              f"{total:,} instructions, {total / max(1, r['requests']):,.0f} per request", file=sys.stderr)
         for mode in ("--inclusive=yes", "--inclusive=no"):
             ann = subprocess.run(["callgrind_annotate", mode, files[0]], capture_output=True, text=True)
             with open(os.path.join(a.out, f"annotate-{a.scenario}{'-incl' if 'yes' in mode else '-self'}.txt"), "w") as f:

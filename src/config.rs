@@ -58,6 +58,8 @@ pub struct Route {
     pub path: PathMatch,
     pub backend: Backend,
     pub policy: RoutePolicy,
+    /// This route's metric children, resolved on first use.
+    pub metrics: crate::telemetry::metrics::RouteMetrics,
 }
 
 #[derive(Debug, Clone)]
@@ -364,6 +366,7 @@ mod tests {
                 message: "test".into(),
             },
             policy: RoutePolicy::default(),
+            metrics: Default::default(),
         })
     }
 

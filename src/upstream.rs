@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -122,7 +122,9 @@ fn is_tls(p: UpstreamProtocol) -> bool {
 }
 
 /// Idle HTTP/1.1 connections per endpoint, with the time they became idle.
-type IdlePool = HashMap<PoolKey, Vec<(Instant, http1::SendRequest<ProxyBody>)>>;
+type IdlePool = HashMap<PoolKey, Vec<(Instant, http1::SendRequest<ProxyBody>)>, FastHash>;
+/// Pool keys come from configuration, not from clients: a fast hash is safe.
+type FastHash = foldhash::fast::RandomState;
 
 enum Sender {
     H1(http1::SendRequest<ProxyBody>),
@@ -132,8 +134,8 @@ enum Sender {
 /// Marks the moment the request body has been sent in full. The read timeout (the wait
 /// for response headers) starts then, so a long upload is governed by the send timeout
 /// alone and never turns into a 504.
-#[derive(Debug, Clone, Default)]
-pub struct BodySent(Arc<BodySentState>);
+#[derive(Debug, Clone)]
+pub struct BodySent(Option<Arc<BodySentState>>);
 
 #[derive(Debug, Default)]
 struct BodySentState {
@@ -142,19 +144,34 @@ struct BodySentState {
 }
 
 impl BodySent {
+    /// For a body still to be sent.
+    pub fn pending() -> Self {
+        BodySent(Some(Arc::default()))
+    }
+
+    /// For a request without a body: nothing to wait for, nothing allocated.
+    pub fn already() -> Self {
+        BodySent(None)
+    }
+
     pub fn mark(&self) {
-        if !self.0.done.swap(true, Ordering::AcqRel) {
-            self.0.notify.notify_waiters();
+        if let Some(state) = &self.0 {
+            if !state.done.swap(true, Ordering::AcqRel) {
+                state.notify.notify_waiters();
+            }
         }
     }
 
     pub fn is_done(&self) -> bool {
-        self.0.done.load(Ordering::Acquire)
+        self.0
+            .as_ref()
+            .is_none_or(|state| state.done.load(Ordering::Acquire))
     }
 
     pub async fn wait(&self) {
+        let Some(state) = &self.0 else { return };
         loop {
-            let notified = self.0.notify.notified();
+            let notified = state.notify.notified();
             tokio::pin!(notified);
             // Register before checking, so a `mark` in between is not missed.
             notified.as_mut().enable();
@@ -180,16 +197,77 @@ impl ResponseWait {
     }
 }
 
+/// Up to [`MAX_CONNECT_TRIES`] endpoints for one request, in the order they are tried.
+/// A fixed array: choosing endpoints does not allocate.
+struct Candidates {
+    addrs: [SocketAddr; MAX_CONNECT_TRIES],
+    len: usize,
+}
+
+impl Candidates {
+    /// `addrs` must not be empty.
+    fn starting_at(addrs: &[SocketAddr], start: usize) -> Self {
+        let len = addrs.len().min(MAX_CONNECT_TRIES);
+        let mut picked = [addrs[start % addrs.len()]; MAX_CONNECT_TRIES];
+        for (i, slot) in picked.iter_mut().enumerate().take(len) {
+            *slot = addrs[(start + i) % addrs.len()];
+        }
+        Candidates { addrs: picked, len }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.addrs[..self.len].iter().copied()
+    }
+}
+
 /// What a successful exchange returns.
 pub struct Exchange {
     pub response: Response<Incoming>,
     pub addr: SocketAddr,
+    /// The HTTP/1.1 connection, to be given back with [`IdleConn::release`] once the
+    /// response body has been read to its end. Dropped instead, it is closed.
+    pub idle: Option<IdleConn>,
+}
+
+/// A kept-alive HTTP/1.1 connection whose response is still being read.
+pub struct IdleConn {
+    pools: Weak<Upstreams>,
+    key: PoolKey,
+    sender: http1::SendRequest<ProxyBody>,
+}
+
+impl IdleConn {
+    /// Put the connection back into the pool. The response body has been read, so
+    /// the connection is normally ready at once; if hyper has not yet seen the end,
+    /// a task waits for it instead of dropping a good connection.
+    pub fn release(self) {
+        let IdleConn {
+            pools,
+            key,
+            mut sender,
+        } = self;
+        if sender.is_ready() {
+            if let Some(pools) = pools.upgrade() {
+                pools.pool_idle(key, sender);
+            }
+            return;
+        }
+        tokio::spawn(async move {
+            // Fails when the connection closes instead of becoming idle.
+            if sender.ready().await.is_err() {
+                return;
+            }
+            if let Some(pools) = pools.upgrade() {
+                pools.pool_idle(key, sender);
+            }
+        });
+    }
 }
 
 /// The upstream connection pools. Lives outside snapshots, for the whole process.
 pub struct Upstreams {
     idle_h1: Mutex<IdlePool>,
-    h2: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>>>,
+    h2: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>, FastHash>>,
     /// Recycles since the last sweep of dead and expired pool entries.
     recycled: AtomicUsize,
     tls_h1: Arc<ClientConfig>,
@@ -205,8 +283,8 @@ impl std::fmt::Debug for Upstreams {
 impl Upstreams {
     pub fn new() -> Result<Arc<Self>, crate::tls::TlsError> {
         Ok(Arc::new(Upstreams {
-            idle_h1: Mutex::new(HashMap::new()),
-            h2: Mutex::new(HashMap::new()),
+            idle_h1: Mutex::new(HashMap::default()),
+            h2: Mutex::new(HashMap::default()),
             recycled: AtomicUsize::new(0),
             tls_h1: crate::tls::upstream_client_config(b"http/1.1")?,
             tls_h2: crate::tls::upstream_client_config(b"h2")?,
@@ -218,44 +296,40 @@ impl Upstreams {
         &self,
         upstream: &Upstream,
         timeout: Duration,
-    ) -> Result<Vec<SocketAddr>, UpstreamError> {
+    ) -> Result<Candidates, UpstreamError> {
+        let no_endpoints = || UpstreamError::NoEndpoints {
+            upstream: upstream.name.to_string(),
+        };
         match &upstream.endpoints {
             Endpoints::Static(addrs) => {
                 if addrs.is_empty() {
-                    return Err(UpstreamError::NoEndpoints {
-                        upstream: upstream.name.to_string(),
-                    });
+                    return Err(no_endpoints());
                 }
                 let start = upstream.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-                Ok((0..addrs.len().min(MAX_CONNECT_TRIES))
-                    .map(|i| addrs[(start + i) % addrs.len()])
-                    .collect())
+                Ok(Candidates::starting_at(addrs, start))
             }
             Endpoints::Dns { host, port } => {
-                let resolved =
-                    tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), *port)))
-                        .await
-                        .map_err(|_| UpstreamError::Resolve {
-                            host: host.clone(),
-                            source: std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                "DNS lookup timed out",
-                            ),
-                        })?
-                        .map_err(|source| UpstreamError::Resolve {
-                            host: host.clone(),
-                            source,
-                        })?;
-                let mut addrs: Vec<SocketAddr> = resolved.take(16).collect();
+                // Boxed: the resolver's state is only needed for DNS upstreams.
+                let lookup = Box::pin(tokio::net::lookup_host((host.as_str(), *port)));
+                let resolved = tokio::time::timeout(timeout, lookup)
+                    .await
+                    .map_err(|_| UpstreamError::Resolve {
+                        host: host.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "DNS lookup timed out",
+                        ),
+                    })?
+                    .map_err(|source| UpstreamError::Resolve {
+                        host: host.clone(),
+                        source,
+                    })?;
+                let addrs: Vec<SocketAddr> = resolved.take(16).collect();
                 if addrs.is_empty() {
-                    return Err(UpstreamError::NoEndpoints {
-                        upstream: upstream.name.to_string(),
-                    });
+                    return Err(no_endpoints());
                 }
                 let start = upstream.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-                addrs.rotate_left(start);
-                addrs.truncate(MAX_CONNECT_TRIES);
-                Ok(addrs)
+                Ok(Candidates::starting_at(&addrs, start))
             }
         }
     }
@@ -284,7 +358,7 @@ impl Upstreams {
         };
         let candidates = self.candidates(upstream, connect_timeout).await?;
         let mut last_error = None;
-        for addr in candidates {
+        for addr in candidates.iter() {
             let key = PoolKey {
                 protocol: protocol_id(protocol),
                 addr,
@@ -312,13 +386,15 @@ impl Upstreams {
                     }
                 }
             }
-            let sender = match connect(
+            // Boxed: the connect state (TCP, TLS, HTTP/2 handshake) is large and only
+            // needed on a pool miss; inline it would be moved with every request future.
+            let sender = match Box::pin(connect(
                 &key,
                 protocol,
                 upgrade,
                 connect_timeout,
                 &self.tls_for(protocol),
-            )
+            ))
             .await
             {
                 Ok(sender) => sender,
@@ -361,7 +437,7 @@ impl Upstreams {
 
     fn lock_h2(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PoolKey, http2::SendRequest<ProxyBody>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<PoolKey, http2::SendRequest<ProxyBody>, FastHash>> {
         self.h2.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -390,31 +466,17 @@ impl Upstreams {
         None
     }
 
-    /// Return an HTTP/1.1 connection to the pool once its response body has been read.
-    fn recycle_when_ready(
-        self: &Arc<Self>,
-        key: PoolKey,
-        mut sender: http1::SendRequest<ProxyBody>,
-    ) {
-        let pools = Arc::downgrade(self);
-        tokio::spawn(async move {
-            // Resolves when the previous response is fully read, or fails when the
-            // connection closes; a stream that is still running keeps it out of the pool.
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let Some(pools) = pools.upgrade() else { return };
-            let sweep = pools.recycled.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0;
-            let mut idle = pools.lock_idle();
-            if sweep {
-                sweep_idle(&mut idle, Instant::now());
-            }
-            let list = idle.entry(key).or_default();
-            if list.len() >= MAX_IDLE_PER_KEY {
-                list.remove(0);
-            }
-            list.push((Instant::now(), sender));
-        });
+    fn pool_idle(&self, key: PoolKey, sender: http1::SendRequest<ProxyBody>) {
+        let sweep = self.recycled.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0;
+        let mut idle = self.lock_idle();
+        if sweep {
+            sweep_idle(&mut idle, Instant::now());
+        }
+        let list = idle.entry(key).or_default();
+        if list.len() >= MAX_IDLE_PER_KEY {
+            list.remove(0);
+        }
+        list.push((Instant::now(), sender));
     }
 
     /// Remember a new h2 connection, forgetting closed ones (endpoints come and go as
@@ -472,12 +534,15 @@ impl Upstreams {
                             returned,
                         ))
                     }
-                    Ok(Ok(response)) => {
-                        if let Some(key) = pool_key {
-                            self.recycle_when_ready(key, h1);
-                        }
-                        Ok(Exchange { response, addr })
-                    }
+                    Ok(Ok(response)) => Ok(Exchange {
+                        response,
+                        addr,
+                        idle: pool_key.map(|key| IdleConn {
+                            pools: Arc::downgrade(self),
+                            key,
+                            sender: h1,
+                        }),
+                    }),
                 }
             }
             Sender::H2(mut h2) => {
@@ -508,7 +573,11 @@ impl Upstreams {
                             returned,
                         ))
                     }
-                    Ok(Ok(response)) => Ok(Exchange { response, addr }),
+                    Ok(Ok(response)) => Ok(Exchange {
+                        response,
+                        addr,
+                        idle: None,
+                    }),
                 }
             }
         }

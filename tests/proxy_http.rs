@@ -243,6 +243,7 @@ async fn unavailable_backend_is_a_json_503() {
             message: Arc::from("service ai/llm has no ready endpoints"),
         },
         policy: policy(),
+        metrics: Default::default(),
     });
     let proxy = TestProxy::start(config("", vec![route])).await;
     let response = client().get(proxy.url("/")).send().await.unwrap();

@@ -14,13 +14,15 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderValue, Method, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::config::Route;
 use crate::telemetry::access::{self, AccessRecord};
-use crate::upstream::{BodySent, BoxError, ProxyBody};
+use crate::upstream::{BodySent, BoxError, IdleConn, ProxyBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -165,17 +167,32 @@ pin_project! {
         read_timeout: Duration,
         timer: Option<Pin<Box<Sleep>>>,
         route: Arc<str>,
+        // The upstream connection, given back to the pool when the body ends.
+        idle: Option<IdleConn>,
     }
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, read_timeout: Duration, route: Arc<str>) -> Self {
-        UpstreamBody {
+    pub fn new(
+        inner: Incoming,
+        read_timeout: Duration,
+        route: Arc<str>,
+        idle: Option<IdleConn>,
+    ) -> Self {
+        let mut body = UpstreamBody {
             inner,
             read_timeout,
             timer: None,
             route,
+            idle,
+        };
+        // hyper never polls a body that is already complete (no content, HEAD, 304).
+        if body.inner.is_end_stream() {
+            if let Some(idle) = body.idle.take() {
+                idle.release();
+            }
         }
+        body
     }
 }
 
@@ -187,10 +204,16 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 *this.timer = None;
+                // A sized body is not polled past its last frame: release here.
+                if this.inner.is_end_stream() {
+                    if let Some(idle) = this.idle.take() {
+                        idle.release();
+                    }
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
@@ -200,7 +223,12 @@ impl Body for UpstreamBody {
                     .inc();
                 Poll::Ready(Some(Err(e.into())))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(idle) = this.idle.take() {
+                    idle.release();
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 if idle_expired(this.timer, *this.read_timeout, cx) {
                     crate::telemetry::metrics()
@@ -229,20 +257,27 @@ impl Body for UpstreamBody {
 #[derive(Debug)]
 pub struct RequestLog {
     pub started: Instant,
-    pub method: String,
-    pub host: String,
-    pub path: String,
-    pub protocol: &'static str,
+    pub method: Method,
+    pub version: Version,
     pub status: u16,
     pub bytes_sent: u64,
     pub upstream_time: Option<Duration>,
     pub upstream_addr: Option<SocketAddr>,
-    pub route: Option<Arc<str>>,
+    pub route: Option<Arc<Route>>,
     pub client_ip: IpAddr,
-    pub request_id: String,
-    pub user_agent: Option<String>,
+    pub request_id: HeaderValue,
     /// Counted in `airgate_active_streams` while the body streams.
     pub streaming: bool,
+    /// Present only while an access log is written.
+    pub logged: Option<LoggedRequest>,
+}
+
+/// What only the access log needs.
+#[derive(Debug)]
+pub struct LoggedRequest {
+    pub host: String,
+    pub uri: Uri,
+    pub user_agent: Option<HeaderValue>,
 }
 
 impl RequestLog {
@@ -253,6 +288,16 @@ impl RequestLog {
     }
 }
 
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
 impl Drop for RequestLog {
     fn drop(&mut self) {
         let m = crate::telemetry::metrics();
@@ -260,27 +305,37 @@ impl Drop for RequestLog {
             m.active_streams.dec();
         }
         let elapsed = self.started.elapsed();
-        let route = self.route.as_deref().unwrap_or("-");
-        m.requests
-            .with_label_values(&[route, &self.status.to_string()])
-            .inc();
-        m.request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        match &self.route {
+            Some(route) => route.metrics.finished(&route.name, self.status, elapsed),
+            None => {
+                let status = itoa::Buffer::new().format(self.status).to_owned();
+                m.requests.with_label_values(&["-", &status]).inc();
+                m.request_duration
+                    .with_label_values(&["-"])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
+        let Some(logged) = &self.logged else {
+            return;
+        };
         access::log(&AccessRecord {
-            method: &self.method,
-            host: &self.host,
-            path: &self.path,
-            protocol: self.protocol,
+            method: self.method.as_str(),
+            host: &logged.host,
+            // Path and query, as nginx's `$request` logs them.
+            path: logged
+                .uri
+                .path_and_query()
+                .map_or_else(|| logged.uri.path(), |p| p.as_str()),
+            protocol: protocol_name(self.version),
             status: self.status,
             bytes_sent: self.bytes_sent,
             request_time: elapsed,
             upstream_time: self.upstream_time,
             upstream_addr: self.upstream_addr,
-            route: self.route.as_deref(),
+            route: self.route.as_ref().map(|r| &*r.name),
             client_ip: self.client_ip,
-            request_id: &self.request_id,
-            user_agent: self.user_agent.as_deref(),
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            user_agent: logged.user_agent.as_ref().and_then(|v| v.to_str().ok()),
         });
     }
 }
@@ -289,12 +344,13 @@ pin_project! {
     pub struct ClientBody {
         #[pin]
         inner: ProxyBody,
-        log: Option<Box<RequestLog>>,
+        // Inline rather than boxed: one allocation fewer per request.
+        log: Option<RequestLog>,
     }
 }
 
 impl ClientBody {
-    pub fn new(inner: ProxyBody, mut log: Box<RequestLog>) -> Self {
+    pub fn new(inner: ProxyBody, mut log: RequestLog) -> Self {
         log.start_stream();
         ClientBody {
             inner,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -65,13 +66,20 @@ pub async fn forward(
         None
     };
 
-    // Target URI.
-    let path = upstream_path(&policy.rewrite, &upstream.base_path, parts.uri.path());
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    // Target URI. Without a rewrite or base path the client's path and query are used
+    // as they are (a reference-counted copy, no parsing).
+    let unchanged = matches!(policy.rewrite, PathRewrite::None) && upstream.base_path.is_empty();
+    let path_and_query = match parts.uri.path_and_query() {
+        Some(pq) if unchanged => Ok(pq.clone()),
+        _ => {
+            let path = upstream_path(&policy.rewrite, &upstream.base_path, parts.uri.path());
+            PathAndQuery::try_from(match parts.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path,
+            })
+        }
     };
-    let Ok(path_and_query) = PathAndQuery::try_from(path_and_query) else {
+    let Ok(path_and_query) = path_and_query else {
         return (
             json_error(
                 StatusCode::BAD_REQUEST,
@@ -86,10 +94,7 @@ pub async fn forward(
     let keep_te_trailers = out_headers
         .get(header::TE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    headers::strip_hop_by_hop(&mut out_headers, websocket);
-    // The proxy answers `Expect: 100-continue` itself (hyper does, when the body is
-    // first read); passing it on would make the upstream send an interim response.
-    out_headers.remove(header::EXPECT);
+    headers::strip_request_hop_by_hop(&mut out_headers, websocket);
     let host_value = match &upstream.host_override {
         Some(h) => Some(h.clone()),
         None => ctx
@@ -97,15 +102,17 @@ pub async fn forward(
             .as_ref()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
+    // Room for the forwarding headers at once, rather than growing the map as they go in.
+    out_headers.reserve(8);
     headers::set_forwarding(
         &mut out_headers,
         &Forwarding {
             peer: ctx.conn.peer.ip(),
+            conn: &ctx.conn.headers,
             client_ip: ctx.client_ip,
             trusted_peer: ctx.trusted_peer,
             scheme: ctx.scheme(),
-            host: &ctx.host,
-            port: ctx.conn.local.port(),
+            host: ctx.host(),
             request_id: &ctx.request_id,
         },
     );
@@ -150,19 +157,27 @@ pub async fn forward(
         }
     };
 
-    let verdict = BodyVerdict::default();
+    // A request without a body (most GETs) skips the body wrapper and its shared state.
+    let (body, verdict, body_sent) = if body.is_end_stream() {
+        let empty = http_body_util::Empty::new().map_err(|never| match never {});
+        (empty.boxed_unsync(), None, BodySent::already())
+    } else {
+        let verdict = BodyVerdict::default();
+        let sent = BodySent::pending();
+        let body = RequestBody::new(
+            body,
+            policy.max_body_size,
+            timeouts.send,
+            verdict.clone(),
+            sent.clone(),
+        );
+        (body.boxed_unsync(), Some(verdict), sent)
+    };
     let wait = ResponseWait {
         read_timeout: timeouts.read,
-        body_sent: BodySent::default(),
+        body_sent,
     };
-    let body = RequestBody::new(
-        body,
-        policy.max_body_size,
-        timeouts.send,
-        verdict.clone(),
-        wait.body_sent.clone(),
-    );
-    let mut request = Request::new(body.boxed_unsync());
+    let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = out_headers;
@@ -178,36 +193,33 @@ pub async fn forward(
         .send(upstream, request, timeouts.connect, &wait, websocket)
         .await;
     let elapsed = started.elapsed();
-    let metrics = crate::telemetry::metrics();
     let exchange = match sent {
         Ok(exchange) => exchange,
         Err(e) => {
-            if verdict.too_large() {
+            if verdict.as_ref().is_some_and(BodyVerdict::too_large) {
                 return (too_large(policy.max_body_size.unwrap_or_default()), false);
             }
-            if verdict.stalled() {
+            if verdict.as_ref().is_some_and(BodyVerdict::stalled) {
                 let message = format!(
                     "the client sent no request body data for {:?}",
                     timeouts.send
                 );
                 return (json_error(StatusCode::REQUEST_TIMEOUT, &message), false);
             }
-            metrics
+            crate::telemetry::metrics()
                 .upstream_errors
                 .with_label_values(&[&*route.name, e.kind()])
                 .inc();
-            tracing::warn!(route = %route.name, request_id = %ctx.request_id, error = %e, "upstream request failed");
+            tracing::warn!(route = %route.name, request_id = ctx.request_id(), error = %e, "upstream request failed");
             return (upstream_failure(&e), false);
         }
     };
     ctx.upstream_addr = Some(exchange.addr);
     ctx.upstream_time = Some(elapsed);
-    metrics
-        .upstream_duration
-        .with_label_values(&[&*route.name])
-        .observe(elapsed.as_secs_f64());
+    route.metrics.upstream(&route.name, elapsed);
 
     let mut response = exchange.response;
+    let idle = exchange.idle;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let (Some(client_upgrade), true) = (client_upgrade, websocket) else {
             return (
@@ -232,7 +244,7 @@ pub async fn forward(
 
     let (mut parts, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let body = UpstreamBody::new(body, timeouts.read, route.name.clone()).boxed_unsync();
+    let body = UpstreamBody::new(body, timeouts.read, route.name.clone(), idle).boxed_unsync();
     (Response::from_parts(parts, body), true)
 }
 

@@ -27,19 +27,34 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's host for routing: `:authority` (h2, absolute-form) or `Host`, lower
-/// case, without port. Also returns the authority as sent (with port), which is what
-/// the upstream sees as `Host` when it is preserved.
-pub fn request_host(parts: &Parts) -> Option<(String, Authority)> {
-    let authority = match parts.uri.authority() {
-        Some(a) => a.clone(),
+/// The request's authority: `:authority` (h2, absolute-form) or `Host`, as sent (with
+/// port), which is what the upstream sees as `Host` when it is preserved.
+pub fn request_authority(parts: &Parts) -> Option<Authority> {
+    match parts.uri.authority() {
+        Some(a) => Some(a.clone()),
         None => {
             let raw = parts.headers.get(header::HOST)?;
-            Authority::try_from(raw.as_bytes()).ok()?
+            Authority::try_from(raw.as_bytes()).ok()
         }
-    };
-    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
-    Some((host, authority))
+    }
+}
+
+/// The host for routing: lower case, without port or trailing dot. `None` when the
+/// authority's host already is in that form (then it is used as is, without a copy).
+pub fn lowercase_host(authority: &Authority) -> Option<String> {
+    let host = authority.host().trim_end_matches('.');
+    host.bytes()
+        .any(|b| b.is_ascii_uppercase())
+        .then(|| host.to_ascii_lowercase())
+}
+
+/// Where the host (without port or trailing dot) sits in `authority.as_str()`.
+pub fn host_range(authority: &Authority) -> std::ops::Range<usize> {
+    let whole = authority.as_str();
+    let host = authority.host().trim_end_matches('.');
+    // `host()` borrows from `as_str()`; the offset skips any `userinfo@`.
+    let start = (host.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+    start..start + host.len()
 }
 
 /// True for an HTTP/1.1 `Connection: upgrade` request with an `Upgrade` header.
@@ -59,6 +74,37 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Remove hop-by-hop headers, including every header the `Connection` header names.
 /// With `keep_upgrade`, the `Upgrade` header and `Connection: upgrade` survive.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    strip(headers, keep_upgrade, false);
+}
+
+/// [`strip_hop_by_hop`] for a request on its way upstream, which also loses `Expect`:
+/// the proxy answers `Expect: 100-continue` itself (hyper does, when the body is first
+/// read); passing it on would make the upstream send an interim response.
+pub fn strip_request_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    strip(headers, keep_upgrade, true);
+}
+
+fn strip(headers: &mut HeaderMap, keep_upgrade: bool, request: bool) {
+    // One pass over the names first: most messages carry none of these, and then
+    // nothing is removed (every `remove` hashes its name).
+    let present = headers.keys().any(|k| {
+        HOP_BY_HOP.contains(k)
+            || k == header::UPGRADE
+            || (request && k == header::EXPECT)
+            || k.as_str().starts_with("proxy-")
+    });
+    if present {
+        remove_hop_by_hop(headers, keep_upgrade);
+        if request {
+            headers.remove(header::EXPECT);
+        }
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -85,9 +131,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in proxy_named {
         headers.remove(&name);
     }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    if !keep_upgrade {
         headers.remove(header::UPGRADE);
     }
 }
@@ -138,57 +182,87 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr
 
 /// A client-supplied request id is kept when it is short and made of safe characters
 /// (it ends up in logs and upstream headers); otherwise a new one is generated.
-pub fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        if !v.is_empty()
-            && v.len() <= 128
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(&b))
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
         {
-            return v.to_string();
+            return v.clone();
         }
     }
-    uuid::Uuid::new_v4().simple().to_string()
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    HeaderValue::from_str(id).expect("hex digits are a valid header value")
+}
+
+/// The connection's addresses as header values, formatted once per connection rather
+/// than for every request on it.
+#[derive(Debug)]
+pub struct ConnHeaders {
+    /// The peer's IP (`X-Forwarded-For`, `X-Real-IP`).
+    pub peer_ip: HeaderValue,
+    /// The local port (`X-Forwarded-Port`).
+    pub port: HeaderValue,
+}
+
+impl ConnHeaders {
+    pub fn new(peer: IpAddr, port: u16) -> Self {
+        ConnHeaders {
+            peer_ip: ip_value(peer),
+            port: HeaderValue::from(port),
+        }
+    }
+}
+
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
 /// What the forwarding headers describe.
 pub struct Forwarding<'a> {
     pub peer: IpAddr,
+    pub conn: &'a ConnHeaders,
     pub client_ip: IpAddr,
     pub trusted_peer: bool,
     pub scheme: &'static str,
     pub host: &'a str,
-    pub port: u16,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
 }
 
 /// Set `X-Real-IP`, `X-Forwarded-*` and `X-Request-ID`. Client-sent values are kept
 /// (or appended to) only when the peer is a trusted proxy.
 pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
-    let peer = f.peer.to_string();
-    // Usually the client is the peer: format the address once for both headers.
-    let real_ip = if f.client_ip == f.peer {
-        peer.clone()
-    } else {
-        f.client_ip.to_string()
-    };
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if f.trusted_peer && !prior.trim().is_empty() => format!("{prior}, {peer}"),
-        _ => peer,
+        Some(prior) if f.trusted_peer && !prior.trim().is_empty() => {
+            HeaderValue::from_str(&format!("{prior}, {}", f.peer))
+                .unwrap_or_else(|_| f.conn.peer_ip.clone())
+        }
+        _ => f.conn.peer_ip.clone(),
     };
-    insert(headers, &X_FORWARDED_FOR, &xff);
-    insert(headers, &X_REAL_IP, &real_ip);
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    let real_ip = if f.client_ip == f.peer {
+        f.conn.peer_ip.clone()
+    } else {
+        ip_value(f.client_ip)
+    };
+    headers.insert(X_REAL_IP.clone(), real_ip);
     let keep = |h: &HeaderMap, name: &HeaderName| f.trusted_peer && h.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
-        insert(headers, &X_FORWARDED_PROTO, f.scheme);
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(f.scheme),
+        );
     }
     if !keep(headers, &X_FORWARDED_HOST) {
         insert(headers, &X_FORWARDED_HOST, f.host);
     }
     if !keep(headers, &X_FORWARDED_PORT) {
-        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+        headers.insert(X_FORWARDED_PORT.clone(), f.conn.port.clone());
     }
-    insert(headers, &X_REQUEST_ID, f.request_id);
+    headers.insert(X_REQUEST_ID.clone(), f.request_id.clone());
 }
 
 fn insert(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
@@ -219,6 +293,20 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn routing_host_is_lower_case_without_port_userinfo_or_trailing_dot() {
+        let host = |raw: &'static str| {
+            let a = Authority::from_static(raw);
+            lowercase_host(&a).unwrap_or_else(|| a.as_str()[host_range(&a)].to_string())
+        };
+        assert_eq!(host("api.example.com:8443"), "api.example.com");
+        assert_eq!(host("api.example.com."), "api.example.com");
+        assert_eq!(host("API.Example.COM.:80"), "api.example.com");
+        assert_eq!(host("user@api.example.com:80"), "api.example.com");
+        assert_eq!(host("[::1]:8080"), "[::1]");
+        assert_eq!(host("127.0.0.1"), "127.0.0.1");
     }
 
     #[test]

@@ -8,27 +8,39 @@ use std::time::Duration;
 
 use http::request::Parts;
 use http::uri::Authority;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{ClientBody, RequestLog};
+use super::body::{ClientBody, LoggedRequest, RequestLog};
 use super::errors::{self, json_error};
-use super::headers;
+use super::headers::{self, ConnHeaders};
 use super::server::{Lifecycle, Shared};
 use crate::config::{Backend, Route};
 use crate::policy::auth::{AuthOutcome, AuthRequest};
 use crate::policy::ratelimit::Decision;
 use crate::policy::{cors, headers as security};
 use crate::runtime::Snapshot;
+use crate::telemetry::access;
 use crate::upstream::ProxyBody;
 
-/// Where the connection came in.
-#[derive(Debug, Clone, Copy)]
+/// Where the connection came in. Shared by every request on the connection.
+#[derive(Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     pub tls: bool,
+    /// The addresses as forwarding-header values, formatted once.
+    pub headers: ConnHeaders,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> Self {
+        ConnInfo {
+            peer,
+            tls,
+            headers: ConnHeaders::new(peer.ip(), local.port()),
+        }
+    }
 }
 
 /// Per-request state shared by the phases.
@@ -36,14 +48,16 @@ pub struct Ctx {
     /// The snapshot this request (and its stream or tunnel) is served with, start to end.
     pub snapshot: Arc<Snapshot>,
     pub started: Instant,
-    pub conn: ConnInfo,
+    pub conn: Arc<ConnInfo>,
     pub client_ip: IpAddr,
     pub trusted_peer: bool,
-    /// Lower case, no port.
-    pub host: String,
     /// As the client sent it (with port); forwarded as `Host` unless overridden.
     pub authority: Option<Authority>,
-    pub request_id: String,
+    /// The routing host when it differs from the authority's (see [`Ctx::host`]).
+    lowercase_host: Option<String>,
+    /// Where the routing host sits in `authority` otherwise (found once, used often).
+    host_range: std::ops::Range<usize>,
+    pub request_id: HeaderValue,
     pub route: Option<Arc<Route>>,
     pub cors_origin: Option<HeaderValue>,
     pub preflight: bool,
@@ -55,22 +69,25 @@ impl Ctx {
     pub fn scheme(&self) -> &'static str {
         if self.conn.tls { "https" } else { "http" }
     }
-}
 
-fn protocol_name(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        Version::HTTP_3 => "HTTP/3.0",
-        _ => "HTTP/1.1",
+    /// The host routes are matched on: lower case, no port, no trailing dot.
+    pub fn host(&self) -> &str {
+        match (&self.lowercase_host, &self.authority) {
+            (Some(h), _) => h,
+            (None, Some(a)) => a.as_str().get(self.host_range.clone()).unwrap_or(""),
+            (None, None) => "",
+        }
+    }
+
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
     }
 }
 
 /// Serve one request. Never fails: every problem becomes a response.
 pub async fn handle(
     shared: Arc<Shared>,
-    conn: ConnInfo,
+    conn: Arc<ConnInfo>,
     life: Lifecycle,
     request: Request<Incoming>,
 ) -> Response<ClientBody> {
@@ -78,17 +95,15 @@ pub async fn handle(
     let snapshot = shared.runtime.load();
     let trusted_peer = headers::is_trusted(&shared.trusted_proxies, conn.peer.ip());
     let client_ip = headers::client_ip(&parts.headers, conn.peer.ip(), &shared.trusted_proxies);
-    let (host, authority) = match headers::request_host(&parts) {
-        Some((h, a)) => (h, Some(a)),
-        None => (String::new(), None),
-    };
+    let authority = headers::request_authority(&parts);
     let mut ctx = Ctx {
         snapshot,
         started: Instant::now(),
         conn,
         client_ip,
         trusted_peer,
-        host,
+        lowercase_host: authority.as_ref().and_then(headers::lowercase_host),
+        host_range: authority.as_ref().map_or(0..0, headers::host_range),
         authority,
         request_id: headers::request_id(&parts.headers),
         route: None,
@@ -97,20 +112,13 @@ pub async fn handle(
         upstream_addr: None,
         upstream_time: None,
     };
-    let log_base = (
-        parts.method.to_string(),
-        // Path and query, as nginx's `$request` logs them.
-        parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string()),
-        protocol_name(parts.version),
-        parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-    );
+    // What only the access log needs is kept only when there is an access log.
+    let logged = access::enabled().then(|| LoggedRequest {
+        host: ctx.host().to_string(),
+        uri: parts.uri.clone(),
+        user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+    });
+    let method = parts.method.clone();
     let version = parts.version;
     let mut body = Some(body);
     let (mut response, streaming) = run(&mut ctx, &shared, life, parts, &mut body).await;
@@ -126,7 +134,7 @@ pub async fn handle(
         }
         linger(unread);
     }
-    finish(ctx, response, streaming, log_base)
+    finish(ctx, response, streaming, method, version, logged)
 }
 
 /// How long an unread request body is drained after an early answer (nginx's
@@ -151,12 +159,12 @@ async fn run(
     let Some(route) = ctx
         .snapshot
         .config
-        .find_route(&ctx.host, parts.uri.path())
+        .find_route(ctx.host(), parts.uri.path())
         .cloned()
     else {
         let message = format!(
             "no route for host {:?} path {:?}",
-            ctx.host,
+            ctx.host(),
             parts.uri.path()
         );
         return (json_error(StatusCode::NOT_FOUND, &message), false);
@@ -171,7 +179,7 @@ async fn run(
     // Redirect before anything else, as nginx's rewrite phase runs before access checks.
     if !ctx.conn.tls {
         if let Some(code) = policy.https_redirect {
-            return (redirect(code, &ctx.host, &parts), false);
+            return (redirect(code, ctx.host(), &parts), false);
         }
     }
 
@@ -235,10 +243,10 @@ async fn run(
             parts: &parts,
             client_ip: ctx.client_ip,
             scheme: ctx.scheme(),
-            host: &ctx.host,
-            request_id: &ctx.request_id,
+            host: ctx.host(),
+            request_id: ctx.request_id(),
         };
-        match shared.runtime.auth.check(hook, &request).await {
+        match Box::pin(shared.runtime.auth.check(hook, &request)).await {
             AuthOutcome::Allow { copy: c } => copy = c,
             AuthOutcome::Deny { status, headers } => {
                 let mut response = json_error(status, "request denied by the auth hook");
@@ -311,7 +319,9 @@ fn finish(
     ctx: Ctx,
     response: Response<ProxyBody>,
     streaming: bool,
-    (method, path, protocol, user_agent): (String, String, &'static str, Option<String>),
+    method: Method,
+    version: Version,
+    logged: Option<LoggedRequest>,
 ) -> Response<ClientBody> {
     let (mut parts, body) = response.into_parts();
     if let Some(route) = &ctx.route {
@@ -326,21 +336,19 @@ fn finish(
             }
         }
     }
-    let log = Box::new(RequestLog {
+    let log = RequestLog {
         started: ctx.started,
         method,
-        host: ctx.host,
-        path,
-        protocol,
+        version,
         status: parts.status.as_u16(),
         bytes_sent: 0,
         upstream_time: ctx.upstream_time,
         upstream_addr: ctx.upstream_addr,
-        route: ctx.route.as_ref().map(|r| r.name.clone()),
+        route: ctx.route,
         client_ip: ctx.client_ip,
         request_id: ctx.request_id,
-        user_agent,
         streaming,
-    });
+        logged,
+    };
     Response::from_parts(parts, ClientBody::new(body, log))
 }

@@ -23,7 +23,6 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time a client gets to send a complete request head (slowloris bound).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-const MAX_HEADERS: usize = 128;
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 
 /// State every connection shares.
@@ -49,8 +48,9 @@ pub fn builder() -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        // hyper's default limit of 100 request headers: it parses them into a stack
+        // array, where a larger limit costs a heap allocation per request.
         .max_buf_size(MAX_HEADER_BYTES)
-        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
@@ -81,11 +81,7 @@ pub fn spawn_connection(
         Ok(a) => a,
         Err(_) => return,
     };
-    let conn = ConnInfo {
-        peer,
-        local,
-        tls: tls.is_some(),
-    };
+    let conn = Arc::new(ConnInfo::new(peer, local, tls.is_some()));
     tokio::spawn(async move {
         match tls {
             None => serve_io(shared, tcp, conn, life).await,
@@ -105,7 +101,7 @@ pub fn spawn_connection(
     });
 }
 
-async fn serve_io<I>(shared: Arc<Shared>, io: I, conn: ConnInfo, life: Lifecycle)
+async fn serve_io<I>(shared: Arc<Shared>, io: I, conn: Arc<ConnInfo>, life: Lifecycle)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -113,10 +109,17 @@ where
     let mut hard_stop = life.hard_stop.clone();
     let service_shared = shared.clone();
     let service_life = life.clone();
+    let service_conn = conn.clone();
     let service = service_fn(move |request| {
-        let shared = service_shared.clone();
-        let life = service_life.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(shared, conn, life, request).await) }
+        // Boxed: hyper moves the service future by value a few times before polling it,
+        // and the pipeline's future is several KiB; a pointer moves for free.
+        let response = Box::pin(pipeline::handle(
+            service_shared.clone(),
+            service_conn.clone(),
+            service_life.clone(),
+            request,
+        ));
+        async move { Ok::<_, Infallible>(response.await) }
     });
     let connection = shared
         .builder

@@ -155,6 +155,11 @@ fn write_loop(rx: Receiver<Msg>, sink: Box<dyn std::io::Write + Send>) {
     let _ = out.flush();
 }
 
+/// True once [`init`] started a writer: the proxy keeps what a line needs only then.
+pub fn enabled() -> bool {
+    WRITER.get().is_some()
+}
+
 /// Write one access-log line (no-op until [`init`] ran, e.g. in library tests).
 pub fn log(record: &AccessRecord<'_>) {
     let Some(w) = WRITER.get() else {

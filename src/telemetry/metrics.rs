@@ -2,7 +2,7 @@
 //!
 //! One process-wide registry: the data plane and the controller record into the same
 //! [`Metrics`] through [`metrics()`].
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, OnceLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -245,4 +245,53 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     &METRICS
+}
+
+/// The metric children of one route, looked up on first use and kept with the route, so
+/// the request path neither hashes label values nor takes the registry's lock.
+#[derive(Default)]
+pub struct RouteMetrics {
+    request_duration: OnceLock<Histogram>,
+    upstream_duration: OnceLock<Histogram>,
+    /// `airgate_requests_total` children by status; a route answers with a handful.
+    requests: Mutex<Vec<(u16, IntCounter)>>,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics").finish_non_exhaustive()
+    }
+}
+
+/// Statuses whose counters a route keeps at hand; others are looked up every time
+/// (only a client probing odd statuses would get past this).
+const CACHED_STATUSES: usize = 16;
+
+impl RouteMetrics {
+    /// Count one finished request of `route` and observe its duration.
+    pub fn finished(&self, route: &str, status: u16, elapsed: std::time::Duration) {
+        let m = metrics();
+        self.request_duration
+            .get_or_init(|| m.request_duration.with_label_values(&[route]))
+            .observe(elapsed.as_secs_f64());
+        let mut cached = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, counter)) = cached.iter().find(|(s, _)| *s == status) {
+            counter.inc();
+            return;
+        }
+        let counter = m
+            .requests
+            .with_label_values(&[route, itoa::Buffer::new().format(status)]);
+        counter.inc();
+        if cached.len() < CACHED_STATUSES {
+            cached.push((status, counter));
+        }
+    }
+
+    /// Observe the time until the upstream's response headers.
+    pub fn upstream(&self, route: &str, elapsed: std::time::Duration) {
+        self.upstream_duration
+            .get_or_init(|| metrics().upstream_duration.with_label_values(&[route]))
+            .observe(elapsed.as_secs_f64());
+    }
 }

@@ -289,6 +289,7 @@ pub(crate) fn translate_airroute(
                     auth: if use_auth { auth.clone() } else { None },
                     allow_sources: None,
                 },
+                metrics: Default::default(),
             },
             field: f,
         });

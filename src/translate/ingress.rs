@@ -206,6 +206,7 @@ pub(crate) fn translate_ingress(
                     path: path_match,
                     backend,
                     policy,
+                    metrics: Default::default(),
                 },
                 field,
             });
@@ -224,6 +225,7 @@ pub(crate) fn translate_ingress(
                 path: PathMatch::Prefix("/".into()),
                 backend,
                 policy,
+                metrics: Default::default(),
             };
             plan.default_route = Some((route, rule_hosts.clone()));
         }

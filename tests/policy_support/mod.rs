@@ -210,6 +210,7 @@ impl ConfigBuilder {
             path: PathMatch::Prefix(prefix.to_string()),
             backend: Backend::Upstream(upstream(backend)),
             policy,
+            metrics: Default::default(),
         };
         self.routes.push((prefix.to_string(), Arc::new(route)));
         self

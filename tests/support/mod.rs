@@ -220,6 +220,7 @@ pub fn prefix_route(
         path: PathMatch::Prefix(normalize_prefix(prefix)),
         backend: Backend::Upstream(upstream),
         policy,
+        metrics: Default::default(),
     })
 }
 
