@@ -290,6 +290,8 @@ enum Entry {
     Object {
         key: ObjectRef,
         document: usize,
+        /// `file#document`, for [`Objects::origins`].
+        origin: String,
         object: Parsed,
     },
 }
@@ -298,7 +300,7 @@ enum Entry {
 /// earlier one in load order) is an error and the first definition is kept.
 fn merge(file: &Path, entries: &[Entry], loaded: &mut Loaded) {
     for entry in entries {
-        let (key, document, object) = match entry {
+        let (key, document, origin, object) = match entry {
             Entry::Problem(p) => {
                 loaded.problems.push(p.clone());
                 continue;
@@ -306,8 +308,9 @@ fn merge(file: &Path, entries: &[Entry], loaded: &mut Loaded) {
             Entry::Object {
                 key,
                 document,
+                origin,
                 object,
-            } => (key, *document, object),
+            } => (key, *document, origin, object),
         };
         if let Some(previous) = loaded.objects.origins.get(key) {
             let message = format!("defined again; the definition in {previous} is kept");
@@ -321,8 +324,7 @@ fn merge(file: &Path, entries: &[Entry], loaded: &mut Loaded) {
             });
             continue;
         }
-        let origin = format!("{}#{}", file.display(), document);
-        loaded.objects.origins.insert(key.clone(), origin);
+        loaded.objects.origins.insert(key.clone(), origin.clone());
         let o = &mut loaded.objects;
         match object {
             Parsed::AIRoute(x) => o.airroutes.push(x.clone()),
@@ -604,6 +606,7 @@ impl DocContext<'_> {
         self.entries.push(Entry::Object {
             key,
             document: self.document,
+            origin: format!("{}#{}", self.file.display(), self.document),
             object,
         });
     }

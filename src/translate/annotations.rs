@@ -333,6 +333,10 @@ impl<'a> Reader<'a> {
     }
 
     fn lookup(&self, airgate: bool, name: &str) -> Option<(String, &'a str)> {
+        // Most Ingresses have none of ours; skip hashing dozens of names for them.
+        if self.ours.is_empty() {
+            return None;
+        }
         self.ours
             .get(&(airgate, name))
             .map(|(key, value)| (key.to_string(), value.trim()))
