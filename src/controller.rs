@@ -90,10 +90,11 @@ pub async fn reconcile_loop(
         for d in &translation.diagnostics {
             tracing::debug!(diagnostic = %d, "translation diagnostic");
         }
-        let generation = runtime.publish(translation.config);
+        let (generation, previous) = runtime.swap_in(translation.config);
         metrics
             .config_reload_duration
             .observe(started.elapsed().as_secs_f64());
+        drop(previous);
         metrics.config_reloads.with_label_values(&["success"]).inc();
         metrics
             .translation_errors

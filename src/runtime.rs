@@ -42,9 +42,16 @@ impl Runtime {
 
     /// Link `config` to zone state and swap it in. Returns the new generation.
     pub fn publish(&self, config: Config) -> u64 {
+        self.swap_in(config).0
+    }
+
+    /// [`Runtime::publish`], also returning the snapshot it replaced, so that the caller
+    /// chooses when to free it: with many routes that takes milliseconds that need not
+    /// delay anything (requests still holding it keep it alive anyway).
+    pub fn swap_in(&self, config: Config) -> (u64, Arc<Snapshot>) {
         let zones = self.zones.link(&config.zones);
         let generation = self.current.load().generation + 1;
-        self.current.store(Arc::new(Snapshot {
+        let previous = self.current.swap(Arc::new(Snapshot {
             config,
             zones,
             generation,
@@ -52,7 +59,7 @@ impl Runtime {
         crate::telemetry::metrics()
             .config_generation
             .set(generation as i64);
-        generation
+        (generation, previous)
     }
 
     /// Ready once the first complete configuration is published (file mode) or the

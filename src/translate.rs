@@ -2,6 +2,7 @@
 //! per-object diagnostics. No I/O; file mode and cluster mode both call [`translate`].
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -19,15 +20,18 @@ use crate::api::AIRoute;
 use crate::config::Config;
 
 /// Every object translation looks at. Both sources fill this.
+///
+/// Objects are shared (`Arc`): file mode keeps the objects of unchanged files between
+/// reloads, and copying thousands of them for every reload cost more than translating.
 #[derive(Debug, Default, Clone)]
 pub struct Objects {
-    pub ingress_classes: Vec<IngressClass>,
-    pub ingresses: Vec<Ingress>,
-    pub airroutes: Vec<AIRoute>,
-    pub services: Vec<Service>,
-    pub endpoint_slices: Vec<EndpointSlice>,
+    pub ingress_classes: Vec<Arc<IngressClass>>,
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub airroutes: Vec<Arc<AIRoute>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     /// Only `kubernetes.io/tls` Secrets are used.
-    pub secrets: Vec<Secret>,
+    pub secrets: Vec<Arc<Secret>>,
     /// Where an object came from (file mode): object -> `path:document`.
     pub origins: BTreeMap<ObjectRef, String>,
 }

@@ -3,6 +3,7 @@
 //!
 //! A document that does not parse is reported (file, document number, object, field)
 //! and left out; the rest still loads, so one typo never takes down the other routes.
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,7 +94,7 @@ pub struct Loaded {
     /// Manifest files read, in load order.
     pub files: Vec<PathBuf>,
     /// Content of every file read, to skip reloads when nothing changed.
-    fingerprint: Vec<(PathBuf, Vec<u8>)>,
+    fingerprint: Vec<(PathBuf, Arc<[u8]>)>,
 }
 
 impl Loaded {
@@ -160,38 +161,104 @@ fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result
 /// Read and parse every manifest under `root`. Fails only when `root` cannot be read;
 /// a bad file or document becomes a [`LoadProblem`].
 pub fn load(root: &Path) -> Result<Loaded> {
-    let files = manifest_files(root)?;
-    let mut loaded = Loaded::default();
-    for file in &files {
-        let bytes = match read_bounded(file) {
-            Ok(b) => b,
-            Err(message) => {
-                loaded.problems.push(LoadProblem {
-                    severity: Severity::Error,
-                    file: file.clone(),
-                    document: 0,
-                    object: None,
-                    field: None,
-                    message,
-                });
-                continue;
-            }
-        };
-        match std::str::from_utf8(&bytes) {
-            Ok(text) => parse_file(file, text, &mut loaded),
-            Err(e) => loaded.problems.push(LoadProblem {
-                severity: Severity::Error,
-                file: file.clone(),
-                document: 0,
-                object: None,
-                field: None,
-                message: format!("not UTF-8 text: {e}"),
-            }),
-        }
-        loaded.fingerprint.push((file.clone(), bytes));
+    Ok(ParseCache::default().load(read_all(root)?))
+}
+
+/// The manifest files under a path as read in one pass: each file's bytes, or why it
+/// could not be read.
+pub struct Read {
+    files: Vec<PathBuf>,
+    contents: Vec<std::result::Result<Arc<[u8]>, String>>,
+}
+
+impl Read {
+    /// The bytes of every readable file; equal fingerprints mean nothing changed.
+    fn fingerprint(&self) -> Vec<(PathBuf, Arc<[u8]>)> {
+        self.files
+            .iter()
+            .zip(&self.contents)
+            .filter_map(|(f, c)| Some((f.clone(), c.as_ref().ok()?.clone())))
+            .collect()
     }
-    loaded.files = files;
-    Ok(loaded)
+}
+
+/// Read every manifest file under `root`. Fails only when `root` cannot be read.
+pub fn read_all(root: &Path) -> Result<Read> {
+    let files = manifest_files(root)?;
+    let contents = files
+        .iter()
+        .map(|f| read_bounded(f).map(Arc::from))
+        .collect();
+    Ok(Read { files, contents })
+}
+
+/// Parsed files from an earlier load, by path, with the bytes they were parsed from, so
+/// a reload parses only the files whose content changed. Parsing is most of a load:
+/// 10,000 routes take about 0.3 s to parse and a few milliseconds to merge.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    files: HashMap<PathBuf, ParsedFile>,
+}
+
+#[derive(Debug)]
+struct ParsedFile {
+    bytes: Arc<[u8]>,
+    entries: Vec<Entry>,
+}
+
+impl ParseCache {
+    /// Parse what changed since the last call and merge every file, in order, into one
+    /// [`Loaded`]; gives exactly what parsing every file afresh gives. Files no longer
+    /// present are forgotten.
+    pub fn load(&mut self, read: Read) -> Loaded {
+        let mut loaded = Loaded::default();
+        let mut next = HashMap::with_capacity(read.files.len());
+        for (file, content) in read.files.iter().zip(read.contents) {
+            let bytes = match content {
+                Ok(b) => b,
+                Err(message) => {
+                    loaded.problems.push(LoadProblem {
+                        severity: Severity::Error,
+                        file: file.clone(),
+                        document: 0,
+                        object: None,
+                        field: None,
+                        message,
+                    });
+                    continue;
+                }
+            };
+            let parsed = match self.files.remove(file) {
+                Some(p) if p.bytes == bytes => p,
+                _ => ParsedFile {
+                    entries: parse_bytes(file, &bytes),
+                    bytes,
+                },
+            };
+            merge(file, &parsed.entries, &mut loaded);
+            loaded
+                .fingerprint
+                .push((file.clone(), parsed.bytes.clone()));
+            next.insert(file.clone(), parsed);
+        }
+        self.files = next;
+        loaded.files = read.files;
+        loaded
+    }
+}
+
+fn parse_bytes(file: &Path, bytes: &[u8]) -> Vec<Entry> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse_entries(file, text),
+        Err(e) => vec![Entry::Problem(LoadProblem {
+            severity: Severity::Error,
+            file: file.to_path_buf(),
+            document: 0,
+            object: None,
+            field: None,
+            message: format!("not UTF-8 text: {e}"),
+        })],
+    }
 }
 
 fn read_bounded(file: &Path) -> std::result::Result<Vec<u8>, String> {
@@ -205,21 +272,92 @@ fn read_bounded(file: &Path) -> std::result::Result<Vec<u8>, String> {
     std::fs::read(file).map_err(|e| format!("cannot read: {e}"))
 }
 
+/// An object read from a document, before duplicates across files are settled.
+#[derive(Debug, Clone)]
+enum Parsed {
+    AIRoute(Arc<AIRoute>),
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
+}
+
+/// What one file contributed, in document order.
+#[derive(Debug, Clone)]
+enum Entry {
+    Problem(LoadProblem),
+    Object {
+        key: ObjectRef,
+        document: usize,
+        /// `file#document`, for [`Objects::origins`].
+        origin: String,
+        object: Parsed,
+    },
+}
+
+/// Add one file's entries to `loaded`: an object defined earlier (in this file or an
+/// earlier one in load order) is an error and the first definition is kept.
+fn merge(file: &Path, entries: &[Entry], loaded: &mut Loaded) {
+    for entry in entries {
+        let (key, document, origin, object) = match entry {
+            Entry::Problem(p) => {
+                loaded.problems.push(p.clone());
+                continue;
+            }
+            Entry::Object {
+                key,
+                document,
+                origin,
+                object,
+            } => (key, *document, origin, object),
+        };
+        if let Some(previous) = loaded.objects.origins.get(key) {
+            let message = format!("defined again; the definition in {previous} is kept");
+            loaded.problems.push(LoadProblem {
+                severity: Severity::Error,
+                file: file.to_path_buf(),
+                document,
+                object: Some(key.to_string()),
+                field: None,
+                message,
+            });
+            continue;
+        }
+        loaded.objects.origins.insert(key.clone(), origin.clone());
+        let o = &mut loaded.objects;
+        match object {
+            Parsed::AIRoute(x) => o.airroutes.push(x.clone()),
+            Parsed::Ingress(x) => o.ingresses.push(x.clone()),
+            Parsed::IngressClass(x) => o.ingress_classes.push(x.clone()),
+            Parsed::Service(x) => o.services.push(x.clone()),
+            Parsed::EndpointSlice(x) => o.endpoint_slices.push(x.clone()),
+            Parsed::Secret(x) => o.secrets.push(x.clone()),
+        }
+    }
+}
+
 /// Parse every document of one file into `loaded`.
 pub fn parse_file(file: &Path, text: &str, loaded: &mut Loaded) {
+    merge(file, &parse_entries(file, text), loaded);
+}
+
+/// Parse every document of one file, on its own: duplicates are found by [`merge`].
+fn parse_entries(file: &Path, text: &str) -> Vec<Entry> {
+    let mut entries = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let document = index + 1;
         let value = match Value::deserialize(doc) {
             Ok(v) => v,
             Err(e) => {
-                loaded.problems.push(LoadProblem {
+                entries.push(Entry::Problem(LoadProblem {
                     severity: Severity::Error,
                     file: file.to_path_buf(),
                     document,
                     object: None,
                     field: None,
                     message: format!("invalid YAML: {e}"),
-                });
+                }));
                 // After a syntax error the parser cannot find the next document reliably.
                 break;
             }
@@ -227,16 +365,17 @@ pub fn parse_file(file: &Path, text: &str, loaded: &mut Loaded) {
         let mut ctx = DocContext {
             file,
             document,
-            loaded: &mut *loaded,
+            entries: &mut entries,
         };
         ctx.add_value(value, None);
     }
+    entries
 }
 
 struct DocContext<'a> {
     file: &'a Path,
     document: usize,
-    loaded: &'a mut Loaded,
+    entries: &'a mut Vec<Entry>,
 }
 
 impl DocContext<'_> {
@@ -247,14 +386,14 @@ impl DocContext<'_> {
         field: Option<String>,
         message: String,
     ) {
-        self.loaded.problems.push(LoadProblem {
+        self.entries.push(Entry::Problem(LoadProblem {
             severity,
             file: self.file.to_path_buf(),
             document: self.document,
             object,
             field,
             message,
-        });
+        }));
     }
 
     /// `item` is the index within a `kind: List`, used to prefix field paths.
@@ -338,34 +477,30 @@ impl DocContext<'_> {
                 if let Some(obj) = self.typed::<AIRoute>(&value, &label, &join) {
                     let mut obj: AIRoute = obj;
                     default_namespace(&mut obj.metadata);
-                    self.insert(&kind, &obj.metadata, |o| o.airroutes.push(obj.clone()));
+                    self.insert(&kind, Parsed::AIRoute(Arc::new(obj)));
                 }
             }
             ("networking.k8s.io/v1", "Ingress") => {
                 if let Some(mut obj) = self.typed::<Ingress>(&value, &label, &join) {
                     default_namespace(&mut obj.metadata);
-                    self.insert(&kind, &obj.metadata, |o| o.ingresses.push(obj.clone()));
+                    self.insert(&kind, Parsed::Ingress(Arc::new(obj)));
                 }
             }
             ("networking.k8s.io/v1", "IngressClass") => {
                 if let Some(obj) = self.typed::<IngressClass>(&value, &label, &join) {
-                    self.insert(&kind, &obj.metadata, |o| {
-                        o.ingress_classes.push(obj.clone())
-                    });
+                    self.insert(&kind, Parsed::IngressClass(Arc::new(obj)));
                 }
             }
             ("v1", "Service") => {
                 if let Some(mut obj) = self.typed::<Service>(&value, &label, &join) {
                     default_namespace(&mut obj.metadata);
-                    self.insert(&kind, &obj.metadata, |o| o.services.push(obj.clone()));
+                    self.insert(&kind, Parsed::Service(Arc::new(obj)));
                 }
             }
             ("discovery.k8s.io/v1", "EndpointSlice") => {
                 if let Some(mut obj) = self.typed::<EndpointSlice>(&value, &label, &join) {
                     default_namespace(&mut obj.metadata);
-                    self.insert(&kind, &obj.metadata, |o| {
-                        o.endpoint_slices.push(obj.clone())
-                    });
+                    self.insert(&kind, Parsed::EndpointSlice(Arc::new(obj)));
                 }
             }
             ("v1", "Secret") => {
@@ -383,7 +518,7 @@ impl DocContext<'_> {
                         return;
                     }
                     default_namespace(&mut obj.metadata);
-                    self.insert(&kind, &obj.metadata, |o| o.secrets.push(obj.clone()));
+                    self.insert(&kind, Parsed::Secret(Arc::new(obj)));
                 }
             }
             ("airgate.dev" | "networking.k8s.io" | "discovery.k8s.io", _)
@@ -414,14 +549,21 @@ impl DocContext<'_> {
 
     /// Deserialize `value` as `T`, reporting the field path on failure.
     ///
-    /// The value is re-serialized and parsed from text because only serde_yaml's text
-    /// deserializer tracks the path (`spec.routes[0].backend`) of an error.
+    /// Errors need the text deserializer, the only one of serde_yaml's that tracks the
+    /// path (`spec.routes[0].backend`) of an error, so a value that does not deserialize
+    /// directly is re-serialized and parsed again from text. Both give the same object
+    /// for a [`direct_ok`] value; the round trip used to be 45% of loading large configs.
     fn typed<T: DeserializeOwned>(
         &mut self,
         value: &Value,
         label: &str,
         join: &dyn Fn(&str) -> String,
     ) -> Option<T> {
+        if direct_ok(value) {
+            if let Ok(obj) = T::deserialize(value) {
+                return Some(obj);
+            }
+        }
         let text = match serde_yaml::to_string(value) {
             Ok(t) => t,
             Err(e) => {
@@ -445,7 +587,8 @@ impl DocContext<'_> {
         }
     }
 
-    fn insert(&mut self, kind: &str, meta: &ObjectMeta, push: impl FnOnce(&mut Objects)) {
+    fn insert(&mut self, kind: &str, object: Parsed) {
+        let meta = object.metadata();
         let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
             self.problem(
                 Severity::Error,
@@ -460,14 +603,38 @@ impl DocContext<'_> {
             namespace: meta.namespace.clone().unwrap_or_default(),
             name,
         };
-        let origin = format!("{}#{}", self.file.display(), self.document);
-        if let Some(previous) = self.loaded.objects.origins.get(&key) {
-            let message = format!("defined again; the definition in {previous} is kept");
-            self.problem(Severity::Error, Some(key.to_string()), None, message);
-            return;
+        self.entries.push(Entry::Object {
+            key,
+            document: self.document,
+            origin: format!("{}#{}", self.file.display(), self.document),
+            object,
+        });
+    }
+}
+
+impl Parsed {
+    fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Parsed::AIRoute(o) => &o.metadata,
+            Parsed::Ingress(o) => &o.metadata,
+            Parsed::IngressClass(o) => &o.metadata,
+            Parsed::Service(o) => &o.metadata,
+            Parsed::EndpointSlice(o) => &o.metadata,
+            Parsed::Secret(o) => &o.metadata,
         }
-        self.loaded.objects.origins.insert(key, origin);
-        push(&mut self.loaded.objects);
+    }
+}
+
+/// Whether deserializing straight from `value` gives what the text round trip in
+/// [`DocContext::typed`] gives. Not with a null (the value deserializer reads it as an
+/// empty list or map, text as an error, and as the string "null" where a string is
+/// expected), a tag, or a key that is not a string.
+fn direct_ok(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Tagged(_) => false,
+        Value::Bool(_) | Value::Number(_) | Value::String(_) => true,
+        Value::Sequence(items) => items.iter().all(direct_ok),
+        Value::Mapping(m) => m.iter().all(|(k, v)| k.is_string() && direct_ok(v)),
     }
 }
 
@@ -581,7 +748,8 @@ pub struct FileSource {
     root: PathBuf,
     options: Options,
     runtime: Arc<Runtime>,
-    last: Option<Vec<(PathBuf, Vec<u8>)>>,
+    last: Option<Vec<(PathBuf, Arc<[u8]>)>>,
+    cache: ParseCache,
 }
 
 impl FileSource {
@@ -591,6 +759,7 @@ impl FileSource {
             options,
             runtime,
             last: None,
+            cache: ParseCache::default(),
         }
     }
 
@@ -601,17 +770,19 @@ impl FileSource {
     pub fn reload(&mut self) -> Result<Option<Outcome>> {
         let metrics = crate::telemetry::metrics();
         let started = Instant::now();
-        let loaded = match load(&self.root) {
-            Ok(l) => l,
+        let read = match read_all(&self.root) {
+            Ok(r) => r,
             Err(e) => {
                 metrics.config_reloads.with_label_values(&["error"]).inc();
                 tracing::error!(error = %e, "cannot read configuration; still serving the last good one");
                 return Err(e);
             }
         };
-        if self.last.as_ref() == Some(&loaded.fingerprint) {
+        if self.last.as_ref() == Some(&read.fingerprint()) {
             return Ok(None);
         }
+        // Only files whose content changed are parsed again.
+        let loaded = self.cache.load(read);
         if loaded.files.is_empty() {
             tracing::warn!(path = %self.root.display(), "no *.yaml or *.yml manifests found; serving no routes");
         }
@@ -632,13 +803,14 @@ impl FileSource {
     fn finish(&mut self, mut outcome: Outcome, started: Instant) -> Outcome {
         let metrics = crate::telemetry::metrics();
         let config = std::mem::take(&mut outcome.translation.config);
-        let generation = self.runtime.publish(config);
+        let (generation, previous) = self.runtime.swap_in(config);
         let errors = outcome.errors();
         metrics.translation_errors.set(errors as i64);
         metrics.config_reloads.with_label_values(&["success"]).inc();
         metrics
             .config_reload_duration
             .observe(started.elapsed().as_secs_f64());
+        drop(previous);
         tracing::info!(
             generation,
             files = outcome.loaded.files.len(),
@@ -882,6 +1054,227 @@ items:
         assert_eq!(l.objects.airroutes.len(), 1);
         assert_eq!(l.error_count(), 1);
         assert!(l.problems[0].message.contains("x.yaml#1"));
+    }
+
+    /// Deserialize `value` both ways `typed` can.
+    fn both_ways<T: DeserializeOwned + fmt::Debug>(value: &Value) -> (String, String) {
+        let direct = T::deserialize(value).map(|o| format!("{o:?}"));
+        let text = serde_yaml::to_string(value).expect("serialize");
+        let via_text = serde_yaml::from_str::<T>(&text).map(|o| format!("{o:?}"));
+        (
+            direct.unwrap_or_else(|e| format!("error: {e}")),
+            via_text.unwrap_or_else(|e| format!("error: {e}")),
+        )
+    }
+
+    /// Manifests exercising every kind and most field types: the shipped examples, plus
+    /// int-or-string ports, quantities, timestamps, base64 data and nested lists.
+    fn sample_documents() -> Vec<Value> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut text = String::new();
+        for f in [
+            "examples/ai-stack/airroute.yaml",
+            "examples/ai-stack/ingress-migration.yaml",
+        ] {
+            text += &std::fs::read_to_string(root.join(f)).expect("example");
+            text += "\n---\n";
+        }
+        text += r#"
+apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: ai, labels: {app: x}, creationTimestamp: "2024-01-02T03:04:05Z"}
+spec:
+  type: ClusterIP
+  ports:
+    - {name: http, port: 80, targetPort: 8080, appProtocol: https}
+    - {name: grpc, port: 9000, targetPort: grpc}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s-1, namespace: ai, labels: {kubernetes.io/service-name: s}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+  - addresses: ["10.0.0.1", "10.0.0.2"]
+    conditions: {ready: true, serving: false}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: tls, namespace: ai}
+type: kubernetes.io/tls
+data: {tls.crt: "aGVsbG8=", tls.key: "d29ybGQ="}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: i
+  annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 8m, airgate.dev/limit-rps: "5"}
+spec:
+  ingressClassName: airgate
+  tls: [{hosts: [a.example.com], secretName: tls}]
+  defaultBackend: {service: {name: s, port: {name: http}}}
+  rules:
+    - host: a.example.com
+      http:
+        paths:
+          - {path: /x, pathType: Exact, backend: {service: {name: s, port: {number: 80}}}}
+---
+apiVersion: airgate.dev/v1alpha1
+kind: AIRoute
+metadata: {name: a, namespace: ai}
+spec:
+  hosts: ["*.example.com"]
+  rateZones: [{name: z, rate: 10r/s, size: 1Mi}]
+  routes:
+    - path: /v1/
+      pathType: Exact
+      stripPrefix: true
+      maxBodySize: 10Mi
+      timeouts: {read: 30s}
+      rateLimit: {zone: z, burst: 3, nodelay: true}
+      backend: {service: {name: s, port: 80}}
+"#;
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| Value::deserialize(d).expect("valid YAML"))
+            .filter(|v| !v.is_null())
+            .collect()
+    }
+
+    #[test]
+    fn direct_deserialization_matches_the_text_round_trip() {
+        let docs = sample_documents();
+        assert!(docs.len() >= 8, "{}", docs.len());
+        let mut kinds = std::collections::BTreeSet::new();
+        for v in &docs {
+            assert!(direct_ok(v), "{v:?}");
+            let kind = v.get("kind").and_then(Value::as_str).expect("kind");
+            let (direct, text) = match kind {
+                "AIRoute" => both_ways::<AIRoute>(v),
+                "Ingress" => both_ways::<Ingress>(v),
+                "IngressClass" => both_ways::<IngressClass>(v),
+                "Service" => both_ways::<Service>(v),
+                "EndpointSlice" => both_ways::<EndpointSlice>(v),
+                "Secret" => both_ways::<Secret>(v),
+                other => panic!("unexpected kind {other}"),
+            };
+            assert!(!direct.starts_with("error"), "{kind}: {direct}");
+            assert_eq!(direct, text, "{kind}");
+            kinds.insert(kind.to_string());
+        }
+        assert_eq!(kinds.len(), 6, "{kinds:?}");
+    }
+
+    #[test]
+    fn values_the_direct_path_would_read_differently_take_the_text_path() {
+        // The value deserializer reads a null list as empty; text reads it as an error,
+        // and that error is what users have always been shown.
+        let doc = "apiVersion: airgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {name: r}\nspec:\n  hosts: ~\n  routes:\n    - path: /a/\n      backend: {url: \"http://127.0.0.1:9\"}\n";
+        let (direct, text) = both_ways::<AIRoute>(&serde_yaml::from_str(doc).expect("yaml"));
+        assert!(
+            !direct.starts_with("error") && text.starts_with("error"),
+            "{direct} / {text}"
+        );
+        let l = parse(doc);
+        assert_eq!(l.error_count(), 1, "{:?}", l.problems);
+        assert_eq!(l.problems[0].field.as_deref(), Some("spec.hosts"));
+        // Numbers where strings are expected deserialize through text, as before.
+        let l = parse(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, labels: {n: 1}}\nspec: {ports: [{port: 80}]}\n",
+        );
+        assert!(l.problems.is_empty(), "{:?}", l.problems);
+        let labels = l.objects.services[0]
+            .metadata
+            .labels
+            .as_ref()
+            .expect("labels");
+        assert_eq!(labels.get("n").map(String::as_str), Some("1"));
+        for text in ["a: ~", "a: !t x", "1: x", "a: [1, {b: null}]"] {
+            let v: Value = serde_yaml::from_str(text).expect("yaml");
+            assert!(!direct_ok(&v), "{text}");
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &[u8]) {
+        std::fs::write(dir.join(name), text).expect("write");
+    }
+
+    /// Everything a load yields, printable and deterministic, to compare two loads.
+    fn summary(l: &Loaded) -> String {
+        format!("{:?}\n{:?}\n{:?}", l.objects, l.problems, l.files)
+    }
+
+    #[test]
+    fn cached_reload_equals_a_fresh_load_and_parses_only_changed_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let route = |name: &str, path: &str| {
+            format!(
+                "apiVersion: airgate.dev/v1alpha1\nkind: AIRoute\nmetadata: {{name: {name}}}\nspec:\n  routes:\n    - path: {path}\n      backend: {{url: \"http://127.0.0.1:9\"}}\n"
+            )
+        };
+        // a.yaml and c.yaml both define `dup`: the one in a.yaml wins while it exists.
+        write(
+            d,
+            "a.yaml",
+            format!("{}---\n{}", route("one", "/1/"), route("dup", "/a/")).as_bytes(),
+        );
+        write(
+            d,
+            "b.yaml",
+            format!("{}---\nkind: [unclosed\n", route("two", "/2/")).as_bytes(),
+        );
+        write(d, "c.yaml", route("dup", "/c/").as_bytes());
+        write(d, "d.yaml", b"\xff\xfe not text");
+
+        let mut cache = ParseCache::default();
+        let first = cache.load(read_all(d).expect("read"));
+        assert_eq!(summary(&first), summary(&load(d).expect("load")));
+        assert_eq!(first.objects.airroutes.len(), 3);
+        assert_eq!(first.error_count(), 3, "{:?}", first.problems);
+
+        // Change a.yaml only: `dup` now comes from c.yaml, with no duplicate error.
+        write(d, "a.yaml", route("one", "/1/").as_bytes());
+        write(d, "e.yaml", route("three", "/3/").as_bytes());
+        let second = cache.load(read_all(d).expect("read"));
+        assert_eq!(summary(&second), summary(&load(d).expect("load")));
+        assert_eq!(second.error_count(), 2, "{:?}", second.problems);
+        let origin = second.objects.origins.iter().find(|(k, _)| k.name == "dup");
+        assert!(
+            origin.is_some_and(|(_, o)| o.ends_with("c.yaml#1")),
+            "{origin:?}"
+        );
+
+        // Unchanged files were not parsed again: their cached bytes are reused as is.
+        let bytes = |l: &Loaded, name: &str| {
+            l.fingerprint
+                .iter()
+                .find(|(f, _)| f.ends_with(name))
+                .map(|(_, b)| b.clone())
+                .expect("file")
+        };
+        assert!(Arc::ptr_eq(
+            &bytes(&first, "b.yaml"),
+            &bytes(&second, "b.yaml")
+        ));
+        assert!(Arc::ptr_eq(
+            &bytes(&first, "c.yaml"),
+            &bytes(&second, "c.yaml")
+        ));
+        assert!(!Arc::ptr_eq(
+            &bytes(&first, "a.yaml"),
+            &bytes(&second, "a.yaml")
+        ));
+
+        // A removed file is forgotten, and the translation is that of a fresh load.
+        std::fs::remove_file(d.join("c.yaml")).expect("rm");
+        let third = cache.load(read_all(d).expect("read"));
+        assert_eq!(summary(&third), summary(&load(d).expect("load")));
+        assert_eq!(cache.files.len(), 4);
+        let options = Options::default();
+        let cached = translate::translate(&third.objects, &options);
+        let fresh = translate::translate(&load(d).expect("load").objects, &options);
+        assert_eq!(cached.diagnostics, fresh.diagnostics);
+        assert_eq!(cached.accepted, fresh.accepted);
     }
 
     #[test]

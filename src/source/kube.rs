@@ -180,11 +180,11 @@ where
     }
 }
 
-fn collect<K: Clone + Resource<DynamicType = ()>>(stores: &Stores<K>) -> Vec<K> {
-    let mut out: Vec<K> = stores
+fn collect<K: Clone + Resource<DynamicType = ()>>(stores: &Stores<K>) -> Vec<Arc<K>> {
+    let mut out: Vec<Arc<K>> = stores
         .iter()
         .flat_map(|s| s.state())
-        .filter_map(|g| g.0.as_ref().ok().cloned())
+        .filter_map(|g| g.0.as_ref().ok().cloned().map(Arc::new))
         .collect();
     // Store order is a hash order; translation input should not depend on it.
     out.sort_by(|a, b| {
@@ -354,8 +354,8 @@ mod tests {
             .map(|s| {
                 format!(
                     "{}/{}",
-                    s.metadata.namespace.unwrap_or_default(),
-                    s.metadata.name.unwrap_or_default()
+                    s.metadata.namespace.as_deref().unwrap_or_default(),
+                    s.metadata.name.as_deref().unwrap_or_default()
                 )
             })
             .collect();

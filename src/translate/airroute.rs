@@ -700,21 +700,13 @@ fn route_backend(
                 }
             }
         }
-        (None, Some(url)) => {
-            let checked = parse_url(url).and_then(|p| match p.query {
-                Some(_) => Err(format!(
-                    "URL {url:?} must not have a query; the client's query is forwarded"
-                )),
-                None => url_upstream(url, url),
-            });
-            match checked {
-                Ok(u) => Some(upstream_backend(u)),
-                Err(e) => {
-                    cx.error(format!("{field}.url"), "InvalidURL", e);
-                    None
-                }
+        (None, Some(url)) => match refs.url_backend(url) {
+            Ok(u) => Some(upstream_backend(u)),
+            Err(e) => {
+                cx.error(format!("{field}.url"), "InvalidURL", e);
+                None
             }
-        }
+        },
         _ => {
             cx.error(
                 field,

@@ -8,7 +8,7 @@
 //! it, and an invalid *access-control* group (auth, source ranges) or a refused annotation
 //! (snippets, unsupported auth schemes) makes every route of the Ingress answer 403 rather
 //! than serve traffic unprotected. `docs/annotations.md` is the user-facing table.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -167,6 +167,7 @@ pub fn parse(ingress: &Ingress) -> (IngressAnnotations, Vec<Diagnostic>) {
     let annotations = ingress.metadata.annotations.as_ref().unwrap_or(&empty);
     let mut r = Reader {
         annotations,
+        ours: Reader::index(annotations),
         object: ObjectRef {
             kind: "Ingress".into(),
             // As the API server does (and translate's `namespace_of`): no namespace is `default`.
@@ -305,18 +306,46 @@ enum Group<T> {
 
 struct Reader<'a> {
     annotations: &'a BTreeMap<String, String>,
+    /// Our annotations by (is `airgate.dev/`, name after the prefix) -> (full key, value).
+    /// Built once per Ingress: the parsers look up dozens of names, and building each
+    /// full key to probe `annotations` dominated translating thousands of Ingresses.
+    ours: HashMap<(bool, &'a str), (&'a str, &'a str)>,
     object: ObjectRef,
     diags: Vec<Diagnostic>,
 }
 
 impl<'a> Reader<'a> {
+    fn index(
+        annotations: &'a BTreeMap<String, String>,
+    ) -> HashMap<(bool, &'a str), (&'a str, &'a str)> {
+        let mut ours = HashMap::new();
+        for (key, value) in annotations {
+            let name = if let Some(n) = key.strip_prefix(AIRGATE_PREFIX) {
+                (true, n)
+            } else if let Some(n) = key.strip_prefix(NGINX_PREFIX) {
+                (false, n)
+            } else {
+                continue;
+            };
+            ours.insert(name, (key.as_str(), value.as_str()));
+        }
+        ours
+    }
+
+    fn lookup(&self, airgate: bool, name: &str) -> Option<(String, &'a str)> {
+        // Most Ingresses have none of ours; skip hashing dozens of names for them.
+        if self.ours.is_empty() {
+            return None;
+        }
+        self.ours
+            .get(&(airgate, name))
+            .map(|(key, value)| (key.to_string(), value.trim()))
+    }
+
     /// The value of `name` under `airgate.dev/`, else under the ingress-nginx prefix,
     /// with the full key found (for diagnostics).
     fn get(&self, name: &str) -> Option<(String, &'a str)> {
-        self.get_airgate(name).or_else(|| {
-            let key = format!("{NGINX_PREFIX}{name}");
-            self.annotations.get(&key).map(|v| (key, v.as_str().trim()))
-        })
+        self.get_airgate(name).or_else(|| self.lookup(false, name))
     }
 
     /// Like [`Reader::get`] for a name with aliases (ingress-nginx renamed `whitelist` to
@@ -329,8 +358,7 @@ impl<'a> Reader<'a> {
     }
 
     fn get_airgate(&self, name: &str) -> Option<(String, &'a str)> {
-        let key = format!("{AIRGATE_PREFIX}{name}");
-        self.annotations.get(&key).map(|v| (key, v.as_str().trim()))
+        self.lookup(true, name)
     }
 
     fn push(&mut self, severity: Severity, key: &str, message: String, reason: &str) {

@@ -1,4 +1,5 @@
 //! Backend resolution: Services through EndpointSlices, and fixed URLs.
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,11 +15,21 @@ use crate::config::{Backend, Endpoints, Upstream, UpstreamProtocol};
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Objects that routes refer to, indexed by namespace and name.
+///
+/// Also remembers, for one translation, each backend already resolved: thousands of
+/// routes often name the same Service or URL, and resolving one (endpoint slices, URL
+/// parsing, labels) cost more than the rest of the route. Every route still gets its
+/// own [`Upstream`] (and round-robin cursor), as without the memo.
 pub struct Refs<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     secrets: HashMap<(&'a str, &'a str), &'a Secret>,
+    resolved: RefCell<HashMap<ServiceKey, Result<Upstream, Unresolved>>>,
+    urls: RefCell<HashMap<String, Result<Upstream, String>>>,
 }
+
+/// A Service backend as asked for: namespace, name, port, protocol override.
+type ServiceKey = (String, String, Result<i32, String>, Option<u8>);
 
 /// A Service port as written by the user.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +63,7 @@ impl<'a> Refs<'a> {
         let mut services = HashMap::new();
         for s in &objects.services {
             if let Some(name) = s.metadata.name.as_deref() {
-                services.insert((namespace_of(&s.metadata), name), s);
+                services.insert((namespace_of(&s.metadata), name), &**s);
             }
         }
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
@@ -66,20 +77,68 @@ impl<'a> Refs<'a> {
                 slices
                     .entry((namespace_of(&es.metadata), svc.as_str()))
                     .or_default()
-                    .push(es);
+                    .push(&**es);
             }
         }
         let mut secrets = HashMap::new();
         for s in &objects.secrets {
             if let Some(name) = s.metadata.name.as_deref() {
-                secrets.insert((namespace_of(&s.metadata), name), s);
+                secrets.insert((namespace_of(&s.metadata), name), &**s);
             }
         }
         Refs {
             services,
             slices,
             secrets,
+            resolved: RefCell::default(),
+            urls: RefCell::default(),
         }
+    }
+
+    /// [`Refs::resolve_uncached`], once per distinct backend within a translation.
+    pub fn resolve_service(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: PortRef<'_>,
+        protocol: Option<UpstreamProtocol>,
+    ) -> Result<Upstream, Unresolved> {
+        let port_key = match port {
+            PortRef::Number(n) => Ok(n),
+            PortRef::Name(n) => Err(n.to_string()),
+        };
+        // `UpstreamProtocol` is not `Hash`; its discriminant is enough for a key.
+        let protocol_key = protocol.map(|p| p as u8);
+        let key = (
+            namespace.to_string(),
+            name.to_string(),
+            port_key,
+            protocol_key,
+        );
+        if let Some(r) = self.resolved.borrow().get(&key) {
+            return r.as_ref().map(copy_upstream).map_err(Clone::clone);
+        }
+        let r = self.resolve_uncached(namespace, name, port, protocol);
+        let out = r.as_ref().map(copy_upstream).map_err(Clone::clone);
+        self.resolved.borrow_mut().insert(key, r);
+        out
+    }
+
+    /// A route's `url` backend: [`url_upstream`], refusing a query (the client's query
+    /// is forwarded). Once per distinct URL within a translation.
+    pub fn url_backend(&self, url: &str) -> Result<Upstream, String> {
+        if let Some(r) = self.urls.borrow().get(url) {
+            return r.as_ref().map(copy_upstream).map_err(Clone::clone);
+        }
+        let r = parse_url(url).and_then(|p| match p.query {
+            Some(_) => Err(format!(
+                "URL {url:?} must not have a query; the client's query is forwarded"
+            )),
+            None => url_upstream(url, url),
+        });
+        let out = r.as_ref().map(copy_upstream).map_err(Clone::clone);
+        self.urls.borrow_mut().insert(url.to_string(), r);
+        out
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
@@ -89,7 +148,7 @@ impl<'a> Refs<'a> {
     /// Resolve `namespace/name:port` to ready endpoint addresses. With `protocol`
     /// `None`, the Service port's `appProtocol` decides (`https`, `kubernetes.io/h2c`...),
     /// plain HTTP otherwise.
-    pub fn resolve_service(
+    fn resolve_uncached(
         &self,
         namespace: &str,
         name: &str,
@@ -228,6 +287,19 @@ fn loopback_name(name: &str) -> Option<IpAddr> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     (name == "localhost" || name.ends_with(".localhost"))
         .then_some(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// A new upstream like `u`, with its own round-robin cursor.
+fn copy_upstream(u: &Upstream) -> Upstream {
+    Upstream {
+        name: u.name.clone(),
+        protocol: u.protocol,
+        endpoints: u.endpoints.clone(),
+        base_path: u.base_path.clone(),
+        host_override: u.host_override.clone(),
+        tls_server_name: u.tls_server_name.clone(),
+        next: AtomicUsize::new(0),
+    }
 }
 
 fn new_upstream(name: String, protocol: UpstreamProtocol, endpoints: Endpoints) -> Upstream {

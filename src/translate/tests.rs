@@ -20,18 +20,22 @@ pub(crate) fn objects(yaml: &str) -> Objects {
         match kind.as_str() {
             "Ingress" => o
                 .ingresses
-                .push(serde_yaml::from_value(v).expect("Ingress")),
+                .push(Arc::new(serde_yaml::from_value(v).expect("Ingress"))),
             "IngressClass" => o
                 .ingress_classes
-                .push(serde_yaml::from_value(v).expect("IngressClass")),
+                .push(Arc::new(serde_yaml::from_value(v).expect("IngressClass"))),
             "AIRoute" => o
                 .airroutes
-                .push(serde_yaml::from_value(v).expect("AIRoute")),
-            "Service" => o.services.push(serde_yaml::from_value(v).expect("Service")),
+                .push(Arc::new(serde_yaml::from_value(v).expect("AIRoute"))),
+            "Service" => o
+                .services
+                .push(Arc::new(serde_yaml::from_value(v).expect("Service"))),
             "EndpointSlice" => o
                 .endpoint_slices
-                .push(serde_yaml::from_value(v).expect("EndpointSlice")),
-            "Secret" => o.secrets.push(serde_yaml::from_value(v).expect("Secret")),
+                .push(Arc::new(serde_yaml::from_value(v).expect("EndpointSlice"))),
+            "Secret" => o
+                .secrets
+                .push(Arc::new(serde_yaml::from_value(v).expect("Secret"))),
             k => panic!("unexpected kind {k}"),
         }
     }
@@ -832,8 +836,9 @@ spec:
   routes: [{path: /, backend: {url: "http://10.0.0.5:8000"}}]
 "#,
     );
-    o.secrets
-        .push(super::tls::tests::tls_secret("ai", "cert", &crt, &key));
+    o.secrets.push(Arc::new(super::tls::tests::tls_secret(
+        "ai", "cert", &crt, &key,
+    )));
     let t = translate(&o, &Options::default());
     assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
     assert!(t.config.certs.find("ai.example.com").is_some());
@@ -1491,7 +1496,7 @@ fn airroute_as_returned_by_the_api_server_translates() {
     let json = r#"{"apiVersion":"airgate.dev/v1alpha1","kind":"AIRoute","metadata":{"creationTimestamp":"2026-11-22T01:36:34Z","name":"ai-stack","namespace":"ai"},"spec":{"authHook":{"cache":{"key":["X-API-Key"],"ttl":"30s"},"copyHeaders":["X-User-Id"],"failureStatus":503,"forwardHeaders":["X-API-Key"],"timeout":"2s","url":"http://auth.ai.svc:8080/internal/auth"},"cors":{"allowCredentials":true,"allowHeaders":["Authorization","Content-Type"],"allowMethods":["GET","POST","OPTIONS"],"allowOrigins":["https://app.example.com","https://*.example.com"],"exposeHeaders":[],"maxAge":"24h"},"hosts":["ai.example.com","*.ai.example.com"],"ingressClassName":"airgate","rateZones":[{"key":"clientIP","name":"llm","rate":"4r/m","size":"10Mi"},{"key":"header:X-API-Key","name":"keyed","rate":"10r/s","size":1048576}],"routes":[{"auth":true,"backend":{"service":{"name":"kokoro-tts","port":9010}},"maxBodySize":"10Mi","path":"/tts/","pathType":"Prefix","rateLimit":{"burst":5,"nodelay":true,"zone":"llm"},"streaming":true,"stripPrefix":true,"timeouts":{"connect":"5s","read":"300s","send":"60s"},"websocket":true},{"backend":{"service":{"name":"llm","port":"http"}},"maxBodySize":0,"path":"/v1/models","pathType":"Exact","rateLimit":{"rejectStatus":503,"zone":"keyed"}},{"auth":false,"backend":{"url":"https://api.example.com/v1/"},"path":"/"}],"securityHeaders":true,"tls":{"redirect":true,"secretName":"ai-example-tls"}}}"#;
     let ar: crate::api::AIRoute = serde_json::from_str(json).expect("AIRoute JSON");
     let o = Objects {
-        airroutes: vec![ar],
+        airroutes: vec![Arc::new(ar)],
         ..Objects::default()
     };
     let t = translate(&o, &Options::default());
@@ -1527,8 +1532,9 @@ spec:
   routes: [{path: /, backend: {url: "http://10.0.0.5:8000"}}]
 "#,
     );
-    o.secrets
-        .push(super::tls::tests::tls_secret("ai", "wild", &crt, &key));
+    o.secrets.push(Arc::new(super::tls::tests::tls_secret(
+        "ai", "wild", &crt, &key,
+    )));
     let t = translate(&o, &Options::default());
     assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
     assert!(t.config.certs.find("a.example.com").is_some());
