@@ -2,7 +2,7 @@
 # airgate against nginx and against no proxy, on this machine, in one run.
 #
 #   bash bench/run.sh            full run (about 10 minutes), writes bench/RESULTS.md
-#   bash bench/run.sh --smoke    seconds per scenario; checks every scenario yields numbers
+#   bash bench/run.sh --smoke    seconds per scenario, debug build; checks every scenario yields numbers
 #   bash bench/run.sh --only plain,sse    a subset (names: plain policy auth tls sse bulk scale zone)
 #
 # Installs what it needs (idempotent): Debian's nginx, wrk, nghttp2-client (h2load),
@@ -39,8 +39,19 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-log "building airgate and the bench backend (release)"
-(cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin airgate --example bench_backend)
+if (( SMOKE )); then
+  # The smoke run proves the harness works; speed does not matter. It uses the debug
+  # build the test step already made, so CI does not compile everything again in
+  # release mode.
+  TARGET=${CARGO_TARGET_DIR:-$CACHE/target}
+  PROFILE_DIR=debug
+  log "building airgate and the bench backend (debug, for the smoke run)"
+  (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --quiet --bin airgate --example bench_backend)
+else
+  PROFILE_DIR=release
+  log "building airgate and the bench backend (release)"
+  (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release --quiet --bin airgate --example bench_backend)
+fi
 
 OUT=$REPO/bench/RESULTS.md
 JSON=$CACHE/bench-results.json
@@ -48,8 +59,8 @@ if (( SMOKE )); then OUT=$CACHE/bench-smoke.md; JSON=$CACHE/bench-smoke.json; fi
 for a in "${ARGS[@]}"; do [[ $a == --only* ]] && OUT=$CACHE/bench-partial.md; done
 
 python3 "$REPO/bench/harness.py" \
-  --airgate "$TARGET/release/airgate" \
-  --backend "$TARGET/release/examples/bench_backend" \
+  --airgate "$TARGET/$PROFILE_DIR/airgate" \
+  --backend "$TARGET/$PROFILE_DIR/examples/bench_backend" \
   --repo "$REPO" --out "$OUT" --json "$JSON" "${ARGS[@]}" &
 PY=$!
 # The driver reaps its own children; this covers the driver itself being interrupted.

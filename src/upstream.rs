@@ -270,8 +270,9 @@ pub struct Upstreams {
     h2: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>, FastHash>>,
     /// Recycles since the last sweep of dead and expired pool entries.
     recycled: AtomicUsize,
-    tls_h1: Arc<ClientConfig>,
-    tls_h2: Arc<ClientConfig>,
+    /// `None` only from [`Upstreams::without_tls`].
+    tls_h1: Option<Arc<ClientConfig>>,
+    tls_h2: Option<Arc<ClientConfig>>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -286,9 +287,21 @@ impl Upstreams {
             idle_h1: Mutex::new(HashMap::default()),
             h2: Mutex::new(HashMap::default()),
             recycled: AtomicUsize::new(0),
-            tls_h1: crate::tls::upstream_client_config(b"http/1.1")?,
-            tls_h2: crate::tls::upstream_client_config(b"h2")?,
+            tls_h1: Some(crate::tls::upstream_client_config(b"http/1.1")?),
+            tls_h2: Some(crate::tls::upstream_client_config(b"h2")?),
         }))
+    }
+
+    /// Pools for plain-HTTP upstreams only, for when no TLS client config can be built:
+    /// TLS upstreams then fail to connect instead of everything failing.
+    pub fn without_tls() -> Arc<Self> {
+        Arc::new(Upstreams {
+            idle_h1: Mutex::new(HashMap::default()),
+            h2: Mutex::new(HashMap::default()),
+            recycled: AtomicUsize::new(0),
+            tls_h1: None,
+            tls_h2: None,
+        })
     }
 
     /// Candidate addresses for one request, starting at the round-robin cursor.
@@ -393,7 +406,7 @@ impl Upstreams {
                 protocol,
                 upgrade,
                 connect_timeout,
-                &self.tls_for(protocol),
+                self.tls_for(protocol),
             ))
             .await
             {
@@ -421,7 +434,7 @@ impl Upstreams {
         }))
     }
 
-    fn tls_for(&self, protocol: UpstreamProtocol) -> Arc<ClientConfig> {
+    fn tls_for(&self, protocol: UpstreamProtocol) -> Option<Arc<ClientConfig>> {
         if is_h2(protocol) {
             self.tls_h2.clone()
         } else {
@@ -627,7 +640,7 @@ async fn connect(
     protocol: UpstreamProtocol,
     upgrade: bool,
     timeout: Duration,
-    tls: &Arc<ClientConfig>,
+    tls: Option<Arc<ClientConfig>>,
 ) -> Result<Sender, UpstreamError> {
     let addr = key.addr;
     let connecting = async {
@@ -641,7 +654,11 @@ async fn connect(
                     .map_err(|_| UpstreamError::ServerName { name: n.clone() })?,
                 None => ServerName::IpAddress(addr.ip().into()),
             };
-            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            let tls = tls.ok_or_else(|| UpstreamError::Connect {
+                addr,
+                source: std::io::Error::other("no TLS client configuration"),
+            })?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await
                 .map_err(|source| UpstreamError::Connect { addr, source })?;

@@ -24,8 +24,7 @@
 //! alive.
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,15 +32,12 @@ use http::header::{CONTENT_LENGTH, HOST, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use lru::LruCache;
 use tokio::time::Instant;
 
-use crate::config::{AuthHookPolicy, Endpoints, Upstream, UpstreamProtocol};
+use crate::config::{AuthHookPolicy, Endpoints, Upstream};
 use crate::telemetry::metrics;
+use crate::upstream::{BodySent, ResponseWait, UpstreamError, Upstreams};
 
 /// Most cached hook answers kept, over all hooks.
 pub const CACHE_CAPACITY: usize = 10_000;
@@ -116,17 +112,13 @@ struct CacheEntry {
 
 #[derive(Debug, thiserror::Error)]
 enum HookError {
-    #[error("auth hook {hook} has no endpoints")]
-    NoEndpoints { hook: String },
-    #[error("auth hook {hook} uses https but no TLS client could be built")]
-    Tls { hook: String },
     #[error("auth hook {hook}: invalid URI {uri:?}")]
     Uri { hook: String, uri: String },
     #[error("auth hook {hook} unreachable: {source}")]
     Request {
         hook: String,
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: UpstreamError,
     },
     #[error("auth hook {hook} timed out after {timeout:?}")]
     Timeout { hook: String, timeout: Duration },
@@ -135,10 +127,9 @@ enum HookError {
 /// Calls auth hooks over pooled connections and caches their answers. Lives outside the
 /// snapshot.
 pub struct AuthClient {
-    http: Client<HttpConnector, Empty<Bytes>>,
-    /// HTTPS hooks; hook certificates are not verified, like upstreams (nginx's
-    /// `proxy_ssl_verify off`). `None` if the TLS client config could not be built.
-    https: Option<Client<HttpsConnector<HttpConnector>, Empty<Bytes>>>,
+    /// Hook connections: the same pools, endpoint choice and failover as upstreams
+    /// (hook certificates are not verified either, like nginx's `proxy_ssl_verify off`).
+    upstreams: Arc<Upstreams>,
     cache: Mutex<LruCache<Vec<u8>, CacheEntry>>,
 }
 
@@ -148,46 +139,15 @@ impl std::fmt::Debug for AuthClient {
     }
 }
 
-fn pooled<C>(connector: C) -> Client<C, Empty<Bytes>>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone,
-{
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
-        .build(connector)
-}
-
 impl Default for AuthClient {
     fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let https = match crate::tls::upstream_client_config(b"http/1.1") {
-            Ok(config) => {
-                // hyper-rustls sets ALPN itself (and panics if it is already set).
-                let mut config = (*config).clone();
-                config.alpn_protocols.clear();
-                let mut tcp = connector.clone();
-                tcp.enforce_http(false);
-                Some(pooled(
-                    HttpsConnectorBuilder::new()
-                        .with_tls_config(config)
-                        .https_only()
-                        .enable_http1()
-                        .wrap_connector(tcp),
-                ))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "no TLS client for auth hooks; https hooks will fail");
-                None
-            }
-        };
         let capacity = NonZeroUsize::new(CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN);
         AuthClient {
-            http: pooled(connector),
-            https,
+            upstreams: Upstreams::new().unwrap_or_else(|e| {
+                // Only a broken crypto provider gets here; plain-HTTP hooks still work.
+                tracing::error!(error = %e, "no TLS client for auth hooks; https hooks will fail");
+                Upstreams::without_tls()
+            }),
             cache: Mutex::new(LruCache::new(capacity)),
         }
     }
@@ -253,42 +213,63 @@ impl AuthClient {
         hook: &AuthHookPolicy,
         request: &AuthRequest<'_>,
     ) -> Result<(StatusCode, HeaderMap), HookError> {
-        let uri = hook_uri(hook)?;
-        let mut builder = Request::builder().method(hook.method.clone()).uri(uri);
-        if let Some(headers) = builder.headers_mut() {
-            sub_request_headers(hook, request, headers);
-        }
-        let sub = builder.body(Empty::new()).map_err(|_| HookError::Uri {
+        let path = if hook.path_and_query.starts_with('/') {
+            hook.path_and_query.as_str()
+        } else {
+            "/"
+        };
+        let uri = http::Uri::try_from(path).map_err(|_| HookError::Uri {
             hook: hook.id.to_string(),
             uri: hook.path_and_query.clone(),
         })?;
-        let response = if sub.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
-            match &self.https {
-                Some(client) => client.request(sub).await,
-                None => {
-                    return Err(HookError::Tls {
+        let empty = Empty::<Bytes>::new().map_err(|never| match never {});
+        let mut sub = Request::new(empty.boxed_unsync());
+        *sub.method_mut() = hook.method.clone();
+        *sub.uri_mut() = uri;
+        sub_request_headers(hook, request, sub.headers_mut());
+        // The hook answers within `hook.timeout` as a whole (the caller's timeout); the
+        // same bound applies to connecting and to the wait for response headers.
+        let wait = ResponseWait {
+            read_timeout: hook.timeout,
+            body_sent: BodySent::already(),
+        };
+        let exchange =
+            self.upstreams
+                .send(&hook.upstream, sub, hook.timeout, &wait, false)
+                .await
+                .map_err(|source| match source {
+                    UpstreamError::ResponseTimeout { .. }
+                    | UpstreamError::ConnectTimeout { .. } => HookError::Timeout {
                         hook: hook.id.to_string(),
-                    });
-                }
-            }
-        } else {
-            self.http.request(sub).await
-        }
-        .map_err(|source| HookError::Request {
-            hook: hook.id.to_string(),
-            source,
-        })?;
-        let (parts, body) = response.into_parts();
+                        timeout: hook.timeout,
+                    },
+                    source => HookError::Request {
+                        hook: hook.id.to_string(),
+                        source,
+                    },
+                })?;
+        let (parts, body) = exchange.response.into_parts();
+        let idle = exchange.idle;
         // The answer is in the status and headers; the body only has to be drained so
         // the pooled connection can be reused. A small body of known length normally
         // arrived with the headers, so it is read here (briefly: a stall only costs the
         // connection); anything else is drained off the request path.
-        if !body.is_end_stream() {
+        if body.is_end_stream() {
+            if let Some(idle) = idle {
+                idle.release();
+            }
+        } else {
             let small = body
                 .size_hint()
                 .exact()
                 .is_some_and(|n| n <= MAX_HOOK_BODY as u64);
-            let drain = Limited::new(body, MAX_HOOK_BODY).collect();
+            let drain = async move {
+                if Limited::new(body, MAX_HOOK_BODY).collect().await.is_ok() {
+                    if let Some(idle) = idle {
+                        idle.release();
+                    }
+                }
+            };
             if small {
                 let _ = tokio::time::timeout(INLINE_DRAIN, drain).await;
             } else {
@@ -374,36 +355,6 @@ fn push_field(key: &mut Vec<u8>, bytes: &[u8]) {
     key.extend_from_slice(bytes);
 }
 
-fn hook_uri(hook: &AuthHookPolicy) -> Result<http::Uri, HookError> {
-    let upstream: &Upstream = &hook.upstream;
-    let scheme = match upstream.protocol {
-        UpstreamProtocol::Http | UpstreamProtocol::H2c => "http",
-        UpstreamProtocol::Https | UpstreamProtocol::H2 => "https",
-    };
-    let authority = match &upstream.endpoints {
-        Endpoints::Static(addrs) if !addrs.is_empty() => {
-            let i = upstream.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
-            addrs[i].to_string()
-        }
-        Endpoints::Static(_) => {
-            return Err(HookError::NoEndpoints {
-                hook: hook.id.to_string(),
-            });
-        }
-        Endpoints::Dns { host, port } => format!("{host}:{port}"),
-    };
-    let path = if hook.path_and_query.starts_with('/') {
-        hook.path_and_query.as_str()
-    } else {
-        "/"
-    };
-    let uri = format!("{scheme}://{authority}{path}");
-    uri.parse().map_err(|_| HookError::Uri {
-        hook: hook.id.to_string(),
-        uri,
-    })
-}
-
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
@@ -412,6 +363,19 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// `Host` of the sub-request: the configured override, else the hook URL's host and
+/// port, else the first endpoint's address.
+fn hook_host(upstream: &Upstream) -> Option<HeaderValue> {
+    if let Some(host) = &upstream.host_override {
+        return Some(host.clone());
+    }
+    let authority = match &upstream.endpoints {
+        Endpoints::Dns { host, port } => format!("{host}:{port}"),
+        Endpoints::Static(addrs) => addrs.first()?.to_string(),
+    };
+    HeaderValue::from_str(&authority).ok()
+}
 
 fn sub_request_headers(hook: &AuthHookPolicy, request: &AuthRequest<'_>, out: &mut HeaderMap) {
     let client = &request.parts.headers;
@@ -444,8 +408,8 @@ fn sub_request_headers(hook: &AuthHookPolicy, request: &AuthRequest<'_>, out: &m
     set(X_FORWARDED_PROTO, request.scheme);
     set(X_FORWARDED_HOST, request.host);
     set(X_REQUEST_ID, request.request_id);
-    if let Some(host) = &hook.upstream.host_override {
-        out.insert(HOST, host.clone());
+    if let Some(host) = hook_host(&hook.upstream) {
+        out.insert(HOST, host);
     }
     out.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
 }
@@ -455,9 +419,9 @@ mod tests {
     use super::*;
     use std::convert::Infallible;
     use std::net::SocketAddr;
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
+    use crate::config::UpstreamProtocol;
     use http::{Method, Response};
     use http_body_util::Full;
     use hyper::body::Incoming;
