@@ -21,7 +21,7 @@
 //! the hook id and the key headers' exact values, for `ttl`; only allow and deny are
 //! cached, never failures. The cache holds at most [`CACHE_CAPACITY`] answers over all
 //! hooks, least recently used evicted first. Connections to hooks are pooled and kept
-//! alive.
+//! alive by the same [`Upstreams`] machinery that forwards requests.
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
