@@ -4,9 +4,11 @@
 #
 #   bash bench/profile.sh [plain|policy] [SECONDS]
 #
-# Needs the binaries run.sh builds and valgrind (installed if missing). Prints the top
-# functions by inclusive and exclusive cost and leaves the callgrind file in
-# ~/.cache/airgate/profile/. (perf needs hardware counters this machine may not expose.)
+# Needs the binaries run.sh builds and valgrind (installed if missing). Counts only the
+# measured requests (counters zeroed after a warm-up), prints instructions per request
+# and the functions with the highest self cost, and leaves the callgrind files in
+# ~/.cache/airgate/profile/. (perf has no hardware counters on this machine;
+# `perf record -e cpu-clock` samples, including the kernel, do work.)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${AIRGATE_CACHE:-$HOME/.cache/airgate}
