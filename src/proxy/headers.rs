@@ -39,22 +39,33 @@ pub fn request_authority(parts: &Parts) -> Option<Authority> {
     }
 }
 
-/// The host for routing: lower case, without port or trailing dot. `None` when the
-/// authority's host already is in that form (then it is used as is, without a copy).
-pub fn lowercase_host(authority: &Authority) -> Option<String> {
-    let host = authority.host().trim_end_matches('.');
-    host.bytes()
-        .any(|b| b.is_ascii_uppercase())
-        .then(|| host.to_ascii_lowercase())
+/// The host for routing: lower case, without port or trailing dot.
+#[derive(Debug, Clone)]
+pub enum RoutingHost {
+    /// Already in that form: where it sits in `authority.as_str()` (no copy).
+    InAuthority(std::ops::Range<usize>),
+    /// A lower-cased copy.
+    Lowered(String),
 }
 
-/// Where the host (without port or trailing dot) sits in `authority.as_str()`.
-pub fn host_range(authority: &Authority) -> std::ops::Range<usize> {
-    let whole = authority.as_str();
-    let host = authority.host().trim_end_matches('.');
-    // `host()` borrows from `as_str()`; the offset skips any `userinfo@`.
-    let start = (host.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
-    start..start + host.len()
+impl RoutingHost {
+    pub fn of(authority: &Authority) -> Self {
+        let whole = authority.as_str();
+        let host = authority.host().trim_end_matches('.');
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            return RoutingHost::Lowered(host.to_ascii_lowercase());
+        }
+        // `host()` borrows from `as_str()`; the offset skips any `userinfo@`.
+        let start = (host.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
+        RoutingHost::InAuthority(start..start + host.len())
+    }
+
+    pub fn as_str<'a>(&'a self, authority: &'a Authority) -> &'a str {
+        match self {
+            RoutingHost::InAuthority(range) => authority.as_str().get(range.clone()).unwrap_or(""),
+            RoutingHost::Lowered(host) => host,
+        }
+    }
 }
 
 /// True for an HTTP/1.1 `Connection: upgrade` request with an `Upgrade` header.
@@ -299,7 +310,7 @@ mod tests {
     fn routing_host_is_lower_case_without_port_userinfo_or_trailing_dot() {
         let host = |raw: &'static str| {
             let a = Authority::from_static(raw);
-            lowercase_host(&a).unwrap_or_else(|| a.as_str()[host_range(&a)].to_string())
+            RoutingHost::of(&a).as_str(&a).to_string()
         };
         assert_eq!(host("api.example.com:8443"), "api.example.com");
         assert_eq!(host("api.example.com."), "api.example.com");

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::body::{ClientBody, LoggedRequest, RequestLog};
 use super::errors::{self, json_error};
-use super::headers::{self, ConnHeaders};
+use super::headers::{self, ConnHeaders, RoutingHost};
 use super::server::{Lifecycle, Shared};
 use crate::config::{Backend, Route};
 use crate::policy::auth::{AuthOutcome, AuthRequest};
@@ -53,10 +53,8 @@ pub struct Ctx {
     pub trusted_peer: bool,
     /// As the client sent it (with port); forwarded as `Host` unless overridden.
     pub authority: Option<Authority>,
-    /// The routing host when it differs from the authority's (see [`Ctx::host`]).
-    lowercase_host: Option<String>,
-    /// Where the routing host sits in `authority` otherwise (found once, used often).
-    host_range: std::ops::Range<usize>,
+    /// The routing host, found once (see [`Ctx::host`]); `None` without an authority.
+    routing_host: Option<RoutingHost>,
     pub request_id: HeaderValue,
     pub route: Option<Arc<Route>>,
     pub cors_origin: Option<HeaderValue>,
@@ -72,10 +70,9 @@ impl Ctx {
 
     /// The host routes are matched on: lower case, no port, no trailing dot.
     pub fn host(&self) -> &str {
-        match (&self.lowercase_host, &self.authority) {
-            (Some(h), _) => h,
-            (None, Some(a)) => a.as_str().get(self.host_range.clone()).unwrap_or(""),
-            (None, None) => "",
+        match (&self.routing_host, &self.authority) {
+            (Some(host), Some(authority)) => host.as_str(authority),
+            _ => "",
         }
     }
 
@@ -102,8 +99,7 @@ pub async fn handle(
         conn,
         client_ip,
         trusted_peer,
-        lowercase_host: authority.as_ref().and_then(headers::lowercase_host),
-        host_range: authority.as_ref().map_or(0..0, headers::host_range),
+        routing_host: authority.as_ref().map(RoutingHost::of),
         authority,
         request_id: headers::request_id(&parts.headers),
         route: None,

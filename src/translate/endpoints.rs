@@ -115,30 +115,22 @@ impl<'a> Refs<'a> {
             port_key,
             protocol_key,
         );
-        if let Some(r) = self.resolved.borrow().get(&key) {
-            return r.as_ref().map(copy_upstream).map_err(Clone::clone);
-        }
-        let r = self.resolve_uncached(namespace, name, port, protocol);
-        let out = r.as_ref().map(copy_upstream).map_err(Clone::clone);
-        self.resolved.borrow_mut().insert(key, r);
-        out
+        memoized(&self.resolved, key, || {
+            self.resolve_uncached(namespace, name, port, protocol)
+        })
     }
 
     /// A route's `url` backend: [`url_upstream`], refusing a query (the client's query
     /// is forwarded). Once per distinct URL within a translation.
     pub fn url_backend(&self, url: &str) -> Result<Upstream, String> {
-        if let Some(r) = self.urls.borrow().get(url) {
-            return r.as_ref().map(copy_upstream).map_err(Clone::clone);
-        }
-        let r = parse_url(url).and_then(|p| match p.query {
-            Some(_) => Err(format!(
-                "URL {url:?} must not have a query; the client's query is forwarded"
-            )),
-            None => url_upstream(url, url),
-        });
-        let out = r.as_ref().map(copy_upstream).map_err(Clone::clone);
-        self.urls.borrow_mut().insert(url.to_string(), r);
-        out
+        memoized(&self.urls, url.to_string(), || {
+            parse_url(url).and_then(|p| match p.query {
+                Some(_) => Err(format!(
+                    "URL {url:?} must not have a query; the client's query is forwarded"
+                )),
+                None => url_upstream(url, url),
+            })
+        })
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&'a Secret> {
@@ -290,6 +282,23 @@ fn loopback_name(name: &str) -> Option<IpAddr> {
 }
 
 /// A new upstream like `u`, with its own round-robin cursor.
+/// `resolve()` once per key within a translation; every caller gets its own copy of the
+/// upstream (own round-robin cursor).
+fn memoized<K: std::hash::Hash + Eq, E: Clone>(
+    cache: &RefCell<HashMap<K, Result<Upstream, E>>>,
+    key: K,
+    resolve: impl FnOnce() -> Result<Upstream, E>,
+) -> Result<Upstream, E> {
+    let copy = |r: &Result<Upstream, E>| r.as_ref().map(copy_upstream).map_err(Clone::clone);
+    if let Some(r) = cache.borrow().get(&key) {
+        return copy(r);
+    }
+    let r = resolve();
+    let out = copy(&r);
+    cache.borrow_mut().insert(key, r);
+    out
+}
+
 fn copy_upstream(u: &Upstream) -> Upstream {
     Upstream {
         name: u.name.clone(),
