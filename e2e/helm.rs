@@ -919,7 +919,9 @@ spec:
         assert_eq!(lease["spec"]["holderIdentity"], "airgate-e2e-helm");
 
         let log = ctl.log();
-        for word in ["forbidden", "Forbidden", "403"] {
+        // kube reports RBAC denials as `reason: "Forbidden", code: 403`; a bare
+        // "403" would also match a random port such as 127.0.0.1:40315.
+        for word in ["forbidden", "Forbidden", "code: 403"] {
             assert!(
                 !log.contains(word),
                 "the controller hit RBAC ({word}):\n{log}"
