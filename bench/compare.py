@@ -4,7 +4,8 @@
     python3 bench/compare.py SCENARIO [--airgate BIN] [--airgate2 BIN] [--rounds N] [--seconds S]
 
 SCENARIO is one of plain, policy, auth, tls (scenarios 1-4 of bench/harness.py, same
-configurations). The targets run side by side and are loaded in turn, round after
+configurations) or scale (scenario 7's lookup: each proxy with 10 and with 10,000
+routes, wrk cycling over all prefixes; reports the 10,000/10 ratio of each). The targets run side by side and are loaded in turn, round after
 round, so a slow spell of a shared machine hits them alike; the report gives the best
 and the median round of each. Saturation only (no fixed-rate latency), a few seconds a
 round: for checking a change, not for bench/RESULTS.md. Binaries default to the ones
@@ -40,7 +41,7 @@ def cpu_split(proc):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["plain", "policy", "auth", "tls"])
+    ap.add_argument("scenario", choices=["plain", "policy", "auth", "tls", "scale"])
     ap.add_argument("--airgate", default=os.path.join(RELEASE, "airgate"))
     ap.add_argument("--airgate2", help="a second airgate build to compare (instead of nginx)")
     ap.add_argument("--backend", default=os.path.join(RELEASE, "examples", "bench_backend"))
@@ -101,8 +102,48 @@ def main():
                     H.stop(proxy.proc)
             return {}
 
-        H.three_way = targets_of
-        dict(H.SCENARIOS)[a.scenario](env)
+        def scale_targets():
+            """Each proxy at 10 and at 10,000 routes, loaded the way scenario 7 loads them."""
+            starts = {}
+            for n in (10, 10000):
+                d = os.path.join(work, f"scale-{n}")
+                H.scale_config(env, d, n)
+                script = os.path.join(work, f"routes-{n}.lua")
+                with open(script, "w") as f:
+                    f.write(H.ROUTES_LUA.replace("@@N@@", str(n)))
+
+                def ag(d=d, n=n):
+                    return H.start_airgate(env, f"scale-{n}", config_dir=d, probe="/air-0/hello", timeout=300)
+
+                def ng(n=n):
+                    locs = "".join(H.ng_location(f"/ing-{i}/") + H.ng_location(f"/air-{i}/") for i in range(n // 2))
+                    return H.start_nginx(env, f"scale-{n}", "", locs, probe="/air-0/hello")
+
+                starts[f"airgate-{n}"] = (ag, script)
+                if not a.airgate2:
+                    starts[f"nginx-{n}"] = (ng, script)
+            return starts
+
+        if a.scenario == "scale":
+            procs = {name: (start(), script) for name, (start, script) in scale_targets().items()}
+            try:
+                for _ in range(a.rounds):
+                    for name, (proxy, script) in procs.items():
+                        url = f"http://{H.HOST}:{proxy.http}/"
+                        H.wrk(url, 1, script=script)
+                        u0, s0 = cpu_split(proxy.proc)
+                        r = H.wrk(url, a.seconds, script=script)
+                        u1, s1 = cpu_split(proxy.proc)
+                        n = max(1, r["requests"])
+                        rows.setdefault(name, []).append(
+                            {"rps": r["rps"], "cpu": (u1 - u0 + s1 - s0) / n * 1e6,
+                             "user": (u1 - u0) / n * 1e6, "sys": (s1 - s0) / n * 1e6})
+            finally:
+                for proxy, _ in procs.values():
+                    H.stop(proxy.proc)
+        else:
+            H.three_way = targets_of
+            dict(H.SCENARIOS)[a.scenario](env)
     finally:
         H.cleanup()
     for name, rs in rows.items():
@@ -111,7 +152,12 @@ def main():
               f"(user {best['user']:5.1f}, sys {best['sys']:5.1f})   median {statistics.median(r['rps'] for r in rs):8.0f} r/s "
               f"{statistics.median(r['cpu'] for r in rs):6.1f} µs/req")
     names = list(rows)
-    if len(names) == 2:
+    if a.scenario == "scale":
+        for proxy in ("airgate", "nginx"):
+            if f"{proxy}-10" in rows and f"{proxy}-10000" in rows:
+                few, many = (statistics.median(r["rps"] for r in rows[f"{proxy}-{n}"]) for n in (10, 10000))
+                print(f"scale   {proxy}: req/s at 10,000 routes / at 10 (medians) {many / few:.2f}")
+    elif len(names) == 2:
         med = {n: (statistics.median(r["rps"] for r in rows[n]), statistics.median(r["cpu"] for r in rows[n]))
                for n in names}
         first, other = names

@@ -15,6 +15,12 @@ request = function()
 end
 """
 
+AUTH_LUA = """
+request = function()
+  return wrk.format(nil, nil, {["X-API-Key"] = "k"})
+end
+"""
+
 
 def self_costs(path, requests, total, top=30):
     """Instructions per request spent in each function itself, most expensive first."""
@@ -43,9 +49,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--airgate", required=True)
     ap.add_argument("--backend", required=True)
-    ap.add_argument("--scenario", choices=["plain", "policy"], default="plain")
+    ap.add_argument("--scenario", choices=["plain", "policy", "auth", "scale"], default="plain")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--warmup", type=int, help="seconds of load before counting (default 2; scale 20)")
+    ap.add_argument("--cache-sim", action="store_true", help="also simulate caches (D1/LL misses)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="airgate-profile-")
     env = h.Env(work, a.airgate, a.backend, smoke=True)
@@ -53,23 +61,42 @@ def main():
         be = h.spawn([a.backend, "--http", f"{h.HOST}:0"], h.LOAD_CPU, os.path.join(work, "backend.log"),
                      stdout=subprocess.PIPE)
         env.backend_port = int(be.stdout.readline().decode().strip().split("=")[1])
+        cfg = os.path.join(work, "cfg")
+        script = os.path.join(work, "load.lua")
+        with open(script, "w") as f:
+            f.write(ORIGIN_LUA)
+        docs = None
         if a.scenario == "plain":
             path, docs, extra = "/plain/hello", h.airroute("plain", h.ag_route(env, "/plain/")), []
+        elif a.scenario == "auth":
+            # Scenario 3: the auth hook on every request.
+            path, extra = "/authed/hello", []
+            spec = h.render("airgate-auth-spec.yaml", HOOK=f"http://{h.HOST}:{env.backend_port}/auth")
+            docs = h.airroute("authed", h.ag_route(env, "/authed/"), extra_spec=spec)
+            with open(script, "w") as f:
+                f.write(AUTH_LUA)
+        elif a.scenario == "scale":
+            # Scenario 7's 10,000 routes, wrk cycling over every prefix.
+            h.scale_config(env, cfg, 10000)
+            with open(script, "w") as f:
+                f.write(h.ROUTES_LUA.replace("@@N@@", "10000"))
+            path, extra = "/air-0/hello", []
         else:
             path = "/policy/hello"
             route = h.ag_route(env, "/policy/", strip=True,
                                extra="rateLimit: {zone: big, burst: 1000000, nodelay: true}")
             docs = h.airroute("policy", route, extra_spec=h.render("airgate-policy-spec.yaml", ORIGIN=h.ORIGIN))
             extra = ["--access-log", os.path.join(work, "access.log")]
-        cfg = os.path.join(work, "cfg")
-        os.makedirs(cfg)
-        with open(os.path.join(cfg, "routes.yaml"), "w") as f:
-            f.write(docs)
+        if docs is not None:
+            os.makedirs(cfg)
+            with open(os.path.join(cfg, "routes.yaml"), "w") as f:
+                f.write(docs)
         http, https, admin = h.free_port(), h.free_port(), h.free_port()
         for old in glob.glob(os.path.join(a.out, "callgrind.*")):
             os.unlink(old)
         os.makedirs(a.out, exist_ok=True)
         cmd = ["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no", f"--callgrind-out-file={a.out}/callgrind.%p",
+               *(["--cache-sim=yes"] if a.cache_sim else []),
                a.airgate, "serve", "--config", cfg, "--http-addr", f"{h.HOST}:{http}",
                "--https-addr", f"{h.HOST}:{https}", "--admin-addr", f"{h.HOST}:{admin}",
                "--worker-threads", "1", "--shutdown-grace", "1s"]
@@ -77,12 +104,10 @@ def main():
             cmd += ["--access-log", "off"]
         ag = h.spawn(cmd + extra, h.PROXY_CPU, os.path.join(work, "airgate.log"))
         h.wait_for(f"http://{h.HOST}:{http}{path}", ag, "airgate under callgrind", timeout=180)
-        script = os.path.join(work, "stop.lua")
-        with open(script, "w") as f:
-            f.write(ORIGIN_LUA)
         # Warm up (connections, pools, lazily built state), then count only the
         # measured requests: zero the counters, load, dump.
-        h.wrk(f"http://{h.HOST}:{http}{path}", 2, conns=8, script=script)
+        warmup = a.warmup or (2 if docs else 20)
+        h.wrk(f"http://{h.HOST}:{http}{path}", warmup, conns=8, script=script)
         subprocess.run(["callgrind_control", "--zero", str(ag.pid)], check=True, capture_output=True)
         r = h.wrk(f"http://{h.HOST}:{http}{path}", a.seconds, conns=8, script=script)
         subprocess.run(["callgrind_control", "--dump=measured", str(ag.pid)], check=True, capture_output=True)

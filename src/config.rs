@@ -250,6 +250,9 @@ pub struct AuthHookPolicy {
     pub upstream: Arc<Upstream>,
     /// Path and query of the hook request.
     pub path_and_query: String,
+    /// The hook request's URI and `Host`, prepared from `path_and_query` and `upstream`
+    /// by [`HookTarget::new`].
+    pub target: HookTarget,
     pub method: Method,
     pub forward_headers: Vec<HeaderName>,
     pub copy_headers: Vec<HeaderName>,
@@ -257,6 +260,35 @@ pub struct AuthHookPolicy {
     pub cache: Option<AuthCachePolicy>,
     /// Status when the hook fails (500 like nginx, or 503).
     pub failure_status: u16,
+    pub metrics: crate::telemetry::metrics::AuthHookMetrics,
+}
+
+/// What every sub-request of a hook sends the same way, built once per snapshot.
+#[derive(Debug, Clone)]
+pub struct HookTarget {
+    /// `path_and_query` as a URI.
+    pub uri: http::Uri,
+    /// `Host`: the URL's host and port (a URL hook), else the first endpoint's address.
+    pub host: Option<HeaderValue>,
+}
+
+impl HookTarget {
+    pub fn new(upstream: &Upstream, path_and_query: &str) -> Result<HookTarget, String> {
+        let uri = http::Uri::try_from(path_and_query)
+            .ok()
+            .filter(|u| u.path().starts_with('/') && u.authority().is_none())
+            .ok_or_else(|| format!("{path_and_query:?} is not a valid request path"))?;
+        let host = match (&upstream.host_override, &upstream.endpoints) {
+            (Some(host), _) => Some(host.clone()),
+            (None, Endpoints::Dns { host, port }) => {
+                HeaderValue::from_str(&format!("{host}:{port}")).ok()
+            }
+            (None, Endpoints::Static(addrs)) => addrs
+                .first()
+                .and_then(|a| HeaderValue::from_str(&a.to_string()).ok()),
+        };
+        Ok(HookTarget { uri, host })
+    }
 }
 
 #[derive(Debug, Clone)]

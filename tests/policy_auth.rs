@@ -241,6 +241,22 @@ async fn cached_answers_skip_the_hook() {
         )),
         Some(3.0)
     );
+    // The two calls the hook answered: one allow, one deny, both timed.
+    for outcome in ["allowed", "denied"] {
+        assert_eq!(
+            metric(&format!(
+                "airgate_auth_total{{hook=\"{id}\",outcome=\"{outcome}\"}}"
+            )),
+            Some(1.0),
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        metric(&format!(
+            "airgate_auth_duration_seconds_count{{hook=\"{id}\"}}"
+        )),
+        Some(2.0)
+    );
 }
 
 #[tokio::test]

@@ -22,21 +22,20 @@
 //! cached, never failures. The cache holds at most [`CACHE_CAPACITY`] answers over all
 //! hooks, least recently used evicted first. Connections to hooks are pooled and kept
 //! alive by the same [`Upstreams`] machinery that forwards requests.
-use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Empty, Limited};
 use lru::LruCache;
 use tokio::time::Instant;
 
-use crate::config::{AuthHookPolicy, Endpoints, Upstream};
-use crate::telemetry::metrics;
+use crate::config::AuthHookPolicy;
+use crate::telemetry::metrics::AuthOutcome as Outcome;
 use crate::upstream::{BodySent, ResponseWait, UpstreamError, Upstreams};
 
 /// Most cached hook answers kept, over all hooks.
@@ -53,11 +52,12 @@ const INLINE_DRAIN: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct AuthRequest<'a> {
     pub parts: &'a http::request::Parts,
-    pub client_ip: IpAddr,
+    /// The client's IP (`X-Real-IP`, `X-Forwarded-For`), as the proxy forwards it.
+    pub client_ip: HeaderValue,
     /// `http` or `https`.
-    pub scheme: &'a str,
+    pub scheme: &'static str,
     pub host: &'a str,
-    pub request_id: &'a str,
+    pub request_id: &'a HeaderValue,
 }
 
 #[derive(Debug)]
@@ -112,8 +112,6 @@ struct CacheEntry {
 
 #[derive(Debug, thiserror::Error)]
 enum HookError {
-    #[error("auth hook {hook}: invalid URI {uri:?}")]
-    Uri { hook: String, uri: String },
     #[error("auth hook {hook} unreachable: {source}")]
     Request {
         hook: String,
@@ -155,22 +153,19 @@ impl Default for AuthClient {
 
 impl AuthClient {
     pub async fn check(&self, hook: &AuthHookPolicy, request: &AuthRequest<'_>) -> AuthOutcome {
-        let m = metrics();
         let id: &str = &hook.id;
         let cache_key = cache_key(hook, &request.parts.headers);
         let cached = cache_key
             .as_ref()
             .and_then(|key| self.cache_get(key, Instant::now()));
         if let Some(answer) = cached {
-            m.auth.with_label_values(&[id, "cache_hit"]).inc();
+            hook.metrics.outcome(id, Outcome::CacheHit);
             return answer.outcome();
         }
 
         let started = Instant::now();
         let result = tokio::time::timeout(hook.timeout, self.call(hook, request)).await;
-        m.auth_duration
-            .with_label_values(&[id])
-            .observe(started.elapsed().as_secs_f64());
+        hook.metrics.duration(id, started.elapsed());
         let result = result.unwrap_or_else(|_| {
             Err(HookError::Timeout {
                 hook: hook.id.to_string(),
@@ -184,10 +179,10 @@ impl AuthClient {
         match answer {
             Ok(answer) => {
                 let outcome = match &answer {
-                    Cached::Allow(_) => "allowed",
-                    Cached::Deny(..) => "denied",
+                    Cached::Allow(_) => Outcome::Allowed,
+                    Cached::Deny(..) => Outcome::Denied,
                 };
-                m.auth.with_label_values(&[id, outcome]).inc();
+                hook.metrics.outcome(id, outcome);
                 let result = answer.outcome();
                 if let (Some(key), Some(cache)) = (cache_key, &hook.cache) {
                     self.cache_put(key, answer, Instant::now() + cache.ttl);
@@ -195,7 +190,7 @@ impl AuthClient {
                 result
             }
             Err(reason) => {
-                m.auth.with_label_values(&[id, "error"]).inc();
+                hook.metrics.outcome(id, Outcome::Error);
                 tracing::warn!(hook = id, %reason, "auth hook failed; failing closed");
                 AuthOutcome::Fail {
                     status: StatusCode::from_u16(hook.failure_status)
@@ -213,20 +208,11 @@ impl AuthClient {
         hook: &AuthHookPolicy,
         request: &AuthRequest<'_>,
     ) -> Result<(StatusCode, HeaderMap), HookError> {
-        let path = if hook.path_and_query.starts_with('/') {
-            hook.path_and_query.as_str()
-        } else {
-            "/"
-        };
-        let uri = http::Uri::try_from(path).map_err(|_| HookError::Uri {
-            hook: hook.id.to_string(),
-            uri: hook.path_and_query.clone(),
-        })?;
         let empty = Empty::<Bytes>::new().map_err(|never| match never {});
         let mut sub = Request::new(empty.boxed_unsync());
         *sub.method_mut() = hook.method.clone();
-        *sub.uri_mut() = uri;
-        sub_request_headers(hook, request, sub.headers_mut());
+        *sub.uri_mut() = hook.target.uri.clone();
+        *sub.headers_mut() = sub_request_headers(hook, request);
         // The hook answers within `hook.timeout` as a whole (the caller's timeout); the
         // same bound applies to connecting and to the wait for response headers.
         let wait = ResponseWait {
@@ -364,20 +350,11 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// `Host` of the sub-request: the configured override, else the hook URL's host and
-/// port, else the first endpoint's address.
-fn hook_host(upstream: &Upstream) -> Option<HeaderValue> {
-    if let Some(host) = &upstream.host_override {
-        return Some(host.clone());
-    }
-    let authority = match &upstream.endpoints {
-        Endpoints::Dns { host, port } => format!("{host}:{port}"),
-        Endpoints::Static(addrs) => addrs.first()?.to_string(),
-    };
-    HeaderValue::from_str(&authority).ok()
-}
-
-fn sub_request_headers(hook: &AuthHookPolicy, request: &AuthRequest<'_>, out: &mut HeaderMap) {
+/// The sub-request's headers: the hook's `forwardHeaders` from the client's request,
+/// then what nginx's `auth_request` conventions add.
+fn sub_request_headers(hook: &AuthHookPolicy, request: &AuthRequest<'_>) -> HeaderMap {
+    // Sized for everything below, so the map never grows while it is filled.
+    let mut out = HeaderMap::with_capacity(hook.forward_headers.len() + SUB_REQUEST_HEADERS);
     let client = &request.parts.headers;
     for name in &hook.forward_headers {
         for value in client.get_all(name) {
@@ -389,29 +366,51 @@ fn sub_request_headers(hook: &AuthHookPolicy, request: &AuthRequest<'_>, out: &m
         .uri
         .path_and_query()
         .map_or("/", |pq| pq.as_str());
-    let ip = request.client_ip.to_string();
-    let mut set = |name: HeaderName, value: &str| {
-        // Values come from an already parsed request, so they are valid; skip any that
-        // are not rather than fail the request.
-        if let Ok(v) = HeaderValue::from_str(value) {
-            out.insert(name, v);
-        }
-    };
-    set(X_ORIGINAL_URI, uri);
-    set(
-        X_ORIGINAL_URL,
-        &format!("{}://{}{}", request.scheme, request.host, uri),
-    );
-    set(X_ORIGINAL_METHOD, request.parts.method.as_str());
-    set(X_REAL_IP, &ip);
-    set(X_FORWARDED_FOR, &ip);
-    set(X_FORWARDED_PROTO, request.scheme);
-    set(X_FORWARDED_HOST, request.host);
-    set(X_REQUEST_ID, request.request_id);
-    if let Some(host) = hook_host(&hook.upstream) {
-        out.insert(HOST, host);
+    // Values come from an already parsed request, so they are valid; skip any that are
+    // not rather than fail the request.
+    if let Ok(v) = HeaderValue::from_str(uri) {
+        out.insert(X_ORIGINAL_URI, v);
+    }
+    let mut url = String::with_capacity(request.scheme.len() + 3 + request.host.len() + uri.len());
+    for part in [request.scheme, "://", request.host, uri] {
+        url.push_str(part);
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(url)) {
+        out.insert(X_ORIGINAL_URL, v);
+    }
+    if let Some(v) = method_value(&request.parts.method) {
+        out.insert(X_ORIGINAL_METHOD, v);
+    }
+    out.insert(X_REAL_IP, request.client_ip.clone());
+    out.insert(X_FORWARDED_FOR, request.client_ip.clone());
+    out.insert(X_FORWARDED_PROTO, HeaderValue::from_static(request.scheme));
+    if let Ok(v) = HeaderValue::from_str(request.host) {
+        out.insert(X_FORWARDED_HOST, v);
+    }
+    out.insert(X_REQUEST_ID, request.request_id.clone());
+    if let Some(host) = &hook.target.host {
+        out.insert(HOST, host.clone());
     }
     out.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    out
+}
+
+/// Headers [`sub_request_headers`] adds besides the forwarded ones.
+const SUB_REQUEST_HEADERS: usize = 11;
+
+/// `X-Original-Method`: the standard methods without an allocation.
+fn method_value(method: &Method) -> Option<HeaderValue> {
+    let name = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => return HeaderValue::from_str(method.as_str()).ok(),
+    };
+    Some(HeaderValue::from_static(name))
 }
 
 #[cfg(test)]
@@ -421,8 +420,8 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use crate::config::UpstreamProtocol;
-    use http::{Method, Response};
+    use crate::config::{Endpoints, HookTarget, Upstream, UpstreamProtocol};
+    use http::Response;
     use http_body_util::Full;
     use hyper::body::Incoming;
     use hyper::service::service_fn;
@@ -551,18 +550,21 @@ mod tests {
     }
 
     fn hook(addr: SocketAddr, cache: bool) -> AuthHookPolicy {
+        let upstream = Upstream {
+            name: "hook".into(),
+            protocol: UpstreamProtocol::Http,
+            endpoints: Endpoints::Static(vec![addr]),
+            base_path: String::new(),
+            host_override: None,
+            tls_server_name: None,
+            next: AtomicUsize::new(0),
+        };
+        let path_and_query = "/internal/auth?v=1";
         AuthHookPolicy {
             id: format!("test/hook-{}", addr.port()).into(),
-            upstream: Arc::new(Upstream {
-                name: "hook".into(),
-                protocol: UpstreamProtocol::Http,
-                endpoints: Endpoints::Static(vec![addr]),
-                base_path: String::new(),
-                host_override: None,
-                tls_server_name: None,
-                next: AtomicUsize::new(0),
-            }),
-            path_and_query: "/internal/auth?v=1".into(),
+            target: HookTarget::new(&upstream, path_and_query).unwrap(),
+            upstream: Arc::new(upstream),
+            path_and_query: path_and_query.into(),
             method: Method::GET,
             forward_headers: vec![HeaderName::from_static("x-api-key")],
             copy_headers: vec![HeaderName::from_static("x-user-id")],
@@ -572,6 +574,7 @@ mod tests {
                 key: vec![HeaderName::from_static("x-api-key")],
             }),
             failure_status: 500,
+            metrics: Default::default(),
         }
     }
 
@@ -595,10 +598,10 @@ mod tests {
                 hook,
                 &AuthRequest {
                     parts: &parts,
-                    client_ip: "192.0.2.7".parse().unwrap(),
+                    client_ip: HeaderValue::from_static("192.0.2.7"),
                     scheme: "https",
                     host: "ai.example.com",
-                    request_id: "req-1",
+                    request_id: &HeaderValue::from_static("req-1"),
                 },
             )
             .await

@@ -228,7 +228,7 @@ impl ConnHeaders {
     }
 }
 
-fn ip_value(ip: IpAddr) -> HeaderValue {
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
 }
 
@@ -236,7 +236,8 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
 pub struct Forwarding<'a> {
     pub peer: IpAddr,
     pub conn: &'a ConnHeaders,
-    pub client_ip: IpAddr,
+    /// `X-Real-IP`: see [`crate::proxy::pipeline::Ctx::client_ip_value`].
+    pub client_ip_value: HeaderValue,
     pub trusted_peer: bool,
     pub scheme: &'static str,
     pub host: &'a str,
@@ -254,12 +255,7 @@ pub fn set_forwarding(headers: &mut HeaderMap, f: &Forwarding<'_>) {
         _ => f.conn.peer_ip.clone(),
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
-    let real_ip = if f.client_ip == f.peer {
-        f.conn.peer_ip.clone()
-    } else {
-        ip_value(f.client_ip)
-    };
-    headers.insert(X_REAL_IP.clone(), real_ip);
+    headers.insert(X_REAL_IP.clone(), f.client_ip_value.clone());
     let keep = |h: &HeaderMap, name: &HeaderName| f.trusted_peer && h.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
         headers.insert(

@@ -76,6 +76,16 @@ impl Ctx {
         }
     }
 
+    /// The client's IP as a header value: the connection's, formatted once, unless a
+    /// trusted proxy in front named another.
+    pub fn client_ip_value(&self) -> HeaderValue {
+        if self.client_ip == self.conn.peer.ip() {
+            self.conn.headers.peer_ip.clone()
+        } else {
+            headers::ip_value(self.client_ip)
+        }
+    }
+
     pub fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or("-")
     }
@@ -237,10 +247,10 @@ async fn run(
     if let Some(hook) = &policy.auth {
         let request = AuthRequest {
             parts: &parts,
-            client_ip: ctx.client_ip,
+            client_ip: ctx.client_ip_value(),
             scheme: ctx.scheme(),
             host: ctx.host(),
-            request_id: ctx.request_id(),
+            request_id: &ctx.request_id,
         };
         match Box::pin(shared.runtime.auth.check(hook, &request)).await {
             AuthOutcome::Allow { copy: c } => copy = c,

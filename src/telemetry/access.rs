@@ -365,9 +365,20 @@ fn push_nginx_time(s: &mut String, now: SystemTime) {
 
 /// Escapes like nginx: `"`, `\`, and control or non-ASCII-safe bytes become `\xHH`, so
 /// one request is always one line and fields split on spaces.
+/// Bytes written as they are: printable ASCII except `"` and `\\`.
+static VERBATIM: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        table[b] = b != b'"' as usize && b != b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 fn push_escaped(s: &mut String, value: &str) {
-    let clean = |b: u8| b >= 0x20 && b != 0x7f && b != b'"' && b != b'\\' && b < 0x80;
-    if value.bytes().all(clean) {
+    // A table lookup per byte: most values (paths, agents, IDs) need no escaping.
+    if value.bytes().all(|b| VERBATIM[usize::from(b)]) {
         s.push_str(value);
         return;
     }

@@ -295,3 +295,54 @@ impl RouteMetrics {
             .observe(elapsed.as_secs_f64());
     }
 }
+
+/// The metric children of one auth hook, looked up on first use and kept with the hook's
+/// policy (as [`RouteMetrics`] for routes).
+#[derive(Default)]
+pub struct AuthHookMetrics {
+    duration: OnceLock<Histogram>,
+    /// `airgate_auth_total` children, indexed by [`AuthOutcome`].
+    outcomes: [OnceLock<IntCounter>; 4],
+}
+
+/// The `outcome` label of `airgate_auth_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum AuthOutcome {
+    Allowed = 0,
+    Denied = 1,
+    Error = 2,
+    CacheHit = 3,
+}
+
+impl AuthOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            AuthOutcome::Allowed => "allowed",
+            AuthOutcome::Denied => "denied",
+            AuthOutcome::Error => "error",
+            AuthOutcome::CacheHit => "cache_hit",
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthHookMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthHookMetrics").finish_non_exhaustive()
+    }
+}
+
+impl AuthHookMetrics {
+    /// Count one answer of hook `hook` (`namespace/object`).
+    pub fn outcome(&self, hook: &str, outcome: AuthOutcome) {
+        self.outcomes[outcome as usize]
+            .get_or_init(|| metrics().auth.with_label_values(&[hook, outcome.label()]))
+            .inc();
+    }
+
+    /// Observe the time one sub-request took.
+    pub fn duration(&self, hook: &str, elapsed: std::time::Duration) {
+        self.duration
+            .get_or_init(|| metrics().auth_duration.with_label_values(&[hook]))
+            .observe(elapsed.as_secs_f64());
+    }
+}

@@ -14,8 +14,8 @@ use super::{Diagnostic, ObjectRef, Problem, namespace_of};
 use crate::api::{self, AIRoute, PathType, ServicePort};
 use crate::config::{
     AuthCachePolicy, AuthHookPolicy, Backend, CorsPolicy, DEFAULT_MAX_BODY_SIZE, Endpoints,
-    PathMatch, PathRewrite, RateLimit, Route, RoutePolicy, Timeouts, Upstream, UpstreamProtocol,
-    ZoneKey, ZoneSpec, normalize_prefix,
+    HookTarget, PathMatch, PathRewrite, RateLimit, Route, RoutePolicy, Timeouts, Upstream,
+    UpstreamProtocol, ZoneKey, ZoneSpec, normalize_prefix,
 };
 
 /// Default zone memory bound (`rateZones[].size`).
@@ -636,16 +636,24 @@ fn auth_hook(
             format!("failureStatus {failure_status} must be a 5xx status (500 or 503)"),
         ));
     }
+    let field = if h.url.is_some() {
+        "url"
+    } else {
+        "service.path"
+    };
+    let target = HookTarget::new(&upstream, &path_and_query).map_err(|e| (field, e))?;
     Ok(AuthHookPolicy {
         id: format!("{}/{}", cx.ns, cx.object.name).into(),
         upstream: Arc::new(upstream),
         path_and_query,
+        target,
         method,
         forward_headers: header_list("forwardHeaders", &h.forward_headers)?,
         copy_headers: header_list("copyHeaders", &h.copy_headers)?,
         timeout,
         cache,
         failure_status,
+        metrics: Default::default(),
     })
 }
 

@@ -22,8 +22,8 @@ use regex::Regex;
 use super::units;
 use super::{Diagnostic, ObjectRef, Problem, Severity};
 use crate::config::{
-    AuthCachePolicy, AuthHookPolicy, CorsPolicy, Endpoints, PathRewrite, RateLimit, RoutePolicy,
-    Upstream, UpstreamProtocol, ZoneKey, ZoneSpec,
+    AuthCachePolicy, AuthHookPolicy, CorsPolicy, Endpoints, HookTarget, PathRewrite, RateLimit,
+    RoutePolicy, Upstream, UpstreamProtocol, ZoneKey, ZoneSpec,
 };
 
 /// airgate's own annotation prefix; wins over the ingress-nginx one.
@@ -775,7 +775,7 @@ fn parse_auth(r: &mut Reader<'_>) -> Group<Arc<AuthHookPolicy>> {
     if !ok {
         return Group::Invalid;
     }
-    let Some((upstream, path_and_query)) = target else {
+    let Some((upstream, path_and_query, target)) = target else {
         if any_set {
             let key = [
                 "auth-method",
@@ -857,12 +857,14 @@ fn parse_auth(r: &mut Reader<'_>) -> Group<Arc<AuthHookPolicy>> {
         id: Arc::from(format!("{}/{}", object.namespace, object.name)),
         upstream: Arc::new(upstream),
         path_and_query,
+        target,
         method: method.unwrap_or(Method::GET),
         forward_headers,
         copy_headers: copy.unwrap_or_default(),
         timeout: timeout.unwrap_or(DEFAULT_AUTH_TIMEOUT),
         cache,
         failure_status: failure_status.unwrap_or(DEFAULT_AUTH_FAILURE_STATUS),
+        metrics: Default::default(),
     }))
 }
 
@@ -1281,7 +1283,7 @@ fn parse_nginx_time(v: &str) -> Result<Duration, String> {
 /// The auth hook's upstream and request target from `auth-url`.
 // The translate module's `endpoints::url_upstream` does the same for url backends;
 // dedupe once both are on main.
-fn auth_target(v: &str) -> Result<(Upstream, String), String> {
+fn auth_target(v: &str) -> Result<(Upstream, String, HookTarget), String> {
     let expected = "expected an http:// or https:// URL like http://auth.auth.svc:8080/verify";
     if v.contains('$') {
         return Err(format!(
@@ -1330,7 +1332,8 @@ fn auth_target(v: &str) -> Result<(Upstream, String), String> {
         tls_server_name: (protocol == UpstreamProtocol::Https).then(|| bare_host.to_string()),
         next: AtomicUsize::new(0),
     };
-    Ok((upstream, path_and_query))
+    let target = HookTarget::new(&upstream, &path_and_query)?;
+    Ok((upstream, path_and_query, target))
 }
 
 #[cfg(test)]

@@ -934,6 +934,12 @@ fn airroute_object_errors() {
             "InvalidAuthHook",
             "spec.authHook.failureStatus",
         ),
+        (
+            // Not a valid request target: the hook could never be called.
+            "  authHook: {service: {name: s, port: 80, path: \"/check me\"}}\n  routes: [{path: /x, backend: {url: \"http://10.0.0.1\"}}]",
+            "InvalidAuthHook",
+            "spec.authHook.service.path",
+        ),
         ("  routes: []", "NoRoutes", "spec.routes"),
     ];
     for (spec, reason, field) in cases {

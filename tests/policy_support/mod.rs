@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use airgate::config::{
-    AuthCachePolicy, AuthHookPolicy, Backend, Config, CorsPolicy, Endpoints, PathMatch, RateLimit,
-    Route, RoutePolicy, Upstream, UpstreamProtocol, VirtualHost, ZoneKey, ZoneSpec,
+    AuthCachePolicy, AuthHookPolicy, Backend, Config, CorsPolicy, Endpoints, HookTarget, PathMatch,
+    RateLimit, Route, RoutePolicy, Upstream, UpstreamProtocol, VirtualHost, ZoneKey, ZoneSpec,
 };
 use airgate::proxy::{BoundProxy, ProxySettings};
 use airgate::runtime::Runtime;
@@ -268,9 +268,11 @@ pub fn cors(origins: &[&str]) -> CorsPolicy {
 }
 
 pub fn auth_hook(hook: SocketAddr, timeout: Duration, cache: bool) -> AuthHookPolicy {
+    let upstream = upstream(hook);
     AuthHookPolicy {
         id: format!("test/hook-{}", hook.port()).into(),
-        upstream: upstream(hook),
+        target: HookTarget::new(&upstream, "/internal/auth").unwrap(),
+        upstream,
         path_and_query: "/internal/auth".into(),
         method: Method::GET,
         forward_headers: vec![HeaderName::from_static("x-api-key")],
@@ -281,6 +283,7 @@ pub fn auth_hook(hook: SocketAddr, timeout: Duration, cache: bool) -> AuthHookPo
             key: vec![HeaderName::from_static("x-api-key")],
         }),
         failure_status: 500,
+        metrics: Default::default(),
     }
 }
 
