@@ -25,6 +25,8 @@ use tokio::time::Instant;
 
 use crate::config::{Endpoints, Upstream, UpstreamProtocol};
 
+mod dns;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both sides of the proxy.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -270,6 +272,7 @@ pub struct Upstreams {
     h2: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>, FastHash>>,
     /// Recycles since the last sweep of dead and expired pool entries.
     recycled: AtomicUsize,
+    dns: dns::DnsCache,
     /// `None` only from [`Upstreams::without_tls`].
     tls_h1: Option<Arc<ClientConfig>>,
     tls_h2: Option<Arc<ClientConfig>>,
@@ -287,6 +290,7 @@ impl Upstreams {
             idle_h1: Mutex::new(HashMap::default()),
             h2: Mutex::new(HashMap::default()),
             recycled: AtomicUsize::new(0),
+            dns: dns::DnsCache::default(),
             tls_h1: Some(crate::tls::upstream_client_config(b"http/1.1")?),
             tls_h2: Some(crate::tls::upstream_client_config(b"h2")?),
         }))
@@ -299,6 +303,7 @@ impl Upstreams {
             idle_h1: Mutex::new(HashMap::default()),
             h2: Mutex::new(HashMap::default()),
             recycled: AtomicUsize::new(0),
+            dns: dns::DnsCache::default(),
             tls_h1: None,
             tls_h2: None,
         })
@@ -323,24 +328,15 @@ impl Upstreams {
             }
             Endpoints::Dns { host, port } => {
                 // Boxed: the resolver's state is only needed for DNS upstreams.
-                let lookup = Box::pin(tokio::net::lookup_host((host.as_str(), *port)));
-                let resolved = tokio::time::timeout(timeout, lookup)
+                let lookup = || Box::pin(tokio::net::lookup_host((host.as_str(), *port)));
+                let addrs = self
+                    .dns
+                    .resolve(host, *port, timeout, lookup)
                     .await
-                    .map_err(|_| UpstreamError::Resolve {
-                        host: host.clone(),
-                        source: std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "DNS lookup timed out",
-                        ),
-                    })?
                     .map_err(|source| UpstreamError::Resolve {
                         host: host.clone(),
                         source,
                     })?;
-                let addrs: Vec<SocketAddr> = resolved.take(16).collect();
-                if addrs.is_empty() {
-                    return Err(no_endpoints());
-                }
                 let start = upstream.next.fetch_add(1, Ordering::Relaxed) % addrs.len();
                 Ok(Candidates::starting_at(&addrs, start))
             }
