@@ -25,20 +25,6 @@ RELEASE = os.path.join(os.environ.get("AIRGATE_CACHE", os.path.expanduser("~/.ca
                        "bench-target", "release")
 
 
-def cpu_split(proc):
-    """(user, system) seconds of `proc` and its children."""
-    user = system = 0
-    for pid in H.pids_of(proc):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            user += int(fields[11])
-            system += int(fields[12])
-        except (OSError, IndexError, ValueError):
-            pass
-    return user / H.CLK_TCK, system / H.CLK_TCK
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=["plain", "policy", "auth", "tls", "scale"])
@@ -84,23 +70,28 @@ def main():
                 starts["airgate2"] = start_second
             else:
                 starts["nginx"] = start_nginx
-            procs = {name: start() for name, start in starts.items()}
+            interleave({name: (start, load_for) for name, start in starts.items()})
+            return {}
+
+        def interleave(targets):
+            """Start every target, then load them in turn, round after round, recording
+            CPU per request. `targets`: name -> (start(), load_for(proxy) -> load(secs))."""
+            procs = {name: (start(), load_for) for name, (start, load_for) in targets.items()}
             try:
                 for _ in range(a.rounds):
-                    for name, proxy in procs.items():
+                    for name, (proxy, load_for) in procs.items():
                         load = load_for(proxy)
                         load(1)
-                        u0, s0 = cpu_split(proxy.proc)
+                        u0, s0 = H.cpu_split(proxy.proc)
                         r = load(a.seconds)
-                        u1, s1 = cpu_split(proxy.proc)
+                        u1, s1 = H.cpu_split(proxy.proc)
                         n = max(1, r["requests"])
                         rows.setdefault(name, []).append(
                             {"rps": r["rps"], "cpu": (u1 - u0 + s1 - s0) / n * 1e6,
                              "user": (u1 - u0) / n * 1e6, "sys": (s1 - s0) / n * 1e6})
             finally:
-                for proxy in procs.values():
+                for proxy, _ in procs.values():
                     H.stop(proxy.proc)
-            return {}
 
         def scale_targets():
             """Each proxy at 10 and at 10,000 routes, loaded the way scenario 7 loads them."""
@@ -119,28 +110,17 @@ def main():
                     locs = "".join(H.ng_location(f"/ing-{i}/") + H.ng_location(f"/air-{i}/") for i in range(n // 2))
                     return H.start_nginx(env, f"scale-{n}", "", locs, probe="/air-0/hello")
 
-                starts[f"airgate-{n}"] = (ag, script)
+                def load_for(proxy, script=script):
+                    url = f"http://{H.HOST}:{proxy.http}/"
+                    return lambda secs: H.wrk(url, secs, script=script)
+
+                starts[f"airgate-{n}"] = (ag, load_for)
                 if not a.airgate2:
-                    starts[f"nginx-{n}"] = (ng, script)
+                    starts[f"nginx-{n}"] = (ng, load_for)
             return starts
 
         if a.scenario == "scale":
-            procs = {name: (start(), script) for name, (start, script) in scale_targets().items()}
-            try:
-                for _ in range(a.rounds):
-                    for name, (proxy, script) in procs.items():
-                        url = f"http://{H.HOST}:{proxy.http}/"
-                        H.wrk(url, 1, script=script)
-                        u0, s0 = cpu_split(proxy.proc)
-                        r = H.wrk(url, a.seconds, script=script)
-                        u1, s1 = cpu_split(proxy.proc)
-                        n = max(1, r["requests"])
-                        rows.setdefault(name, []).append(
-                            {"rps": r["rps"], "cpu": (u1 - u0 + s1 - s0) / n * 1e6,
-                             "user": (u1 - u0) / n * 1e6, "sys": (s1 - s0) / n * 1e6})
-            finally:
-                for proxy, _ in procs.values():
-                    H.stop(proxy.proc)
+            interleave(scale_targets())
         else:
             H.three_way = targets_of
             dict(H.SCENARIOS)[a.scenario](env)

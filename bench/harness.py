@@ -143,16 +143,22 @@ def pids_of(p):
     return pids
 
 
-def cpu_seconds(p):
-    total = 0
+def cpu_split(p):
+    """(user, system) CPU seconds of the process and its children."""
+    user = system = 0
     for pid in pids_of(p):
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            user += int(fields[11])  # utime
+            system += int(fields[12])  # stime
         except (OSError, IndexError, ValueError):
             pass
-    return total / CLK_TCK
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(p):
+    return sum(cpu_split(p))
 
 
 def status_kb(p, field):
@@ -396,13 +402,16 @@ def measure(env, proxy, load, rate):
     res = {}
     if not env.smoke:
         load(1)  # warm connections, caches and the upstream pool
-    c0 = proxy.cpu() if proxy else 0.0
+    u0, s0 = cpu_split(proxy.proc) if proxy else (0.0, 0.0)
     sat = load(env.secs)
-    c1 = proxy.cpu() if proxy else 0.0
+    u1, s1 = cpu_split(proxy.proc) if proxy else (0.0, 0.0)
     res["rps"] = sat["rps"]
     res["requests"] = sat["requests"]
     if proxy:
-        res["cpu_us"] = (c1 - c0) / max(1, sat["requests"]) * 1e6
+        per_request = 1e6 / max(1, sat["requests"])
+        res["cpu_us"] = (u1 - u0 + s1 - s0) * per_request
+        res["user_us"] = (u1 - u0) * per_request
+        res["sys_us"] = (s1 - s0) * per_request
     res["lat"] = rate(res) if rate else None
     if proxy:
         res["rss"] = proxy.peak_rss_mb()
@@ -817,8 +826,8 @@ def table_rr(title, r, note=""):
     if note:
         lines += [note, ""]
     rate = r["rate"]
-    lines += [f"| target | req/s (saturation) | proxy CPU µs/req | p50 ms @ {rate:,.0f} r/s | p99 ms @ {rate:,.0f} r/s | proxy peak RSS MiB |",
-              "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| target | req/s (saturation) | proxy CPU µs/req | of which user / system | p50 ms @ {rate:,.0f} r/s | p99 ms @ {rate:,.0f} r/s | proxy peak RSS MiB |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
 
     def cell(t, key):
         lat = r[t].get("lat")
@@ -827,9 +836,12 @@ def table_rr(title, r, note=""):
         return r[t].get(key)
 
     for t in ("direct", "nginx", "airgate"):
-        lines.append(f"| {t} | {f(cell(t, 'rps'))} | {f(cell(t, 'cpu_us'), 1)} | {f(cell(t, 'p50'), 3)} | {f(cell(t, 'p99'), 3)} | {f(cell(t, 'rss'), 1)} |")
+        split = f"{f(cell(t, 'user_us'), 1)} / {f(cell(t, 'sys_us'), 1)}" if cell(t, "user_us") is not None else "—"
+        lines.append(f"| {t} | {f(cell(t, 'rps'))} | {f(cell(t, 'cpu_us'), 1)} | {split} | {f(cell(t, 'p50'), 3)} | {f(cell(t, 'p99'), 3)} | {f(cell(t, 'rss'), 1)} |")
     for base in ("nginx", "direct"):
         cells = [ratio(cell("airgate", k), cell(base, k)) for k in ("rps", "cpu_us", "p50", "p99", "rss")]
+        cells.insert(2, f"{ratio(cell('airgate', 'user_us'), cell(base, 'user_us'))} / "
+                        f"{ratio(cell('airgate', 'sys_us'), cell(base, 'sys_us'))}")
         lines.append(f"| **airgate / {base}** | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

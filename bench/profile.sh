@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Profile airgate's hot path: callgrind on the release binary while wrk drives it for a
-# fixed time through scenario 1 (plain) or 2 (full policy set).
+# fixed time through scenario 1 (plain), 2 (full policy set), 3 (auth hook) or 7 (10,000
+# routes, wrk cycling over them).
 #
-#   bash bench/profile.sh [plain|policy] [SECONDS]
+#   bash bench/profile.sh [plain|policy|auth|scale] [SECONDS]
 #
 # Needs the binaries run.sh builds and valgrind (installed if missing). Counts only the
 # measured requests (counters zeroed after a warm-up), prints instructions per request
@@ -13,7 +14,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${AIRGATE_CACHE:-$HOME/.cache/airgate}
 TARGET=${AIRGATE_BENCH_TARGET:-$CACHE/bench-target}
-WHICH=${1:-plain}
+WHICH=${1:-plain}  # plain, policy, auth or scale
 SECS=${2:-30}
 OUT=$CACHE/profile
 mkdir -p "$OUT"

@@ -378,3 +378,69 @@ async fn idle_websocket_is_closed_after_the_read_timeout() {
     assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = echo_backend().await;
+    let grace = Duration::from_secs(30);
+    let mut proxy = TestProxy::start_with(
+        config(
+            "",
+            vec![prefix_route(
+                "r",
+                "/",
+                upstream(vec![backend.addr]),
+                RoutePolicy::default(),
+            )],
+        ),
+        Vec::new(),
+        grace,
+    )
+    .await;
+    let mut idle = tokio::net::TcpStream::connect(proxy.http).await.unwrap();
+    idle.write_all(b"GET /once HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    // Read the whole response (the echo body is JSON with a Content-Length).
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(WAIT, idle.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed before the response");
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("content-length");
+            if body.len() >= len {
+                assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+                break;
+            }
+        }
+    }
+
+    // The connection now sits idle, kept alive. Shutdown must close it and finish
+    // without waiting out the grace period.
+    let started = std::time::Instant::now();
+    tokio::time::timeout(WAIT, proxy.shutdown())
+        .await
+        .expect("serve finished before the grace period")
+        .unwrap()
+        .unwrap();
+    let n = tokio::time::timeout(WAIT, idle.read(&mut buf))
+        .await
+        .expect("the idle connection was closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without another response");
+    assert!(started.elapsed() < grace / 2);
+}

@@ -1,10 +1,14 @@
 //! Listeners and connections: accept loops for the plain and TLS ports, hyper's auto
 //! (HTTP/1.1 + h2/h2c) connection builder, and the drain on shutdown.
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -125,22 +129,88 @@ where
         .builder
         .serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
+    // The shutdown signals get a waker of their own and are polled only after they used
+    // it: a busy connection's task wakes several times per request, and polling two
+    // watch receivers on every wake-up cost ~2.5 % of the instructions per request.
+    let signals = Arc::new(SignalWaker {
+        woken: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    });
+    let signals_waker = Waker::from(signals.clone());
     let mut draining = false;
     loop {
-        tokio::select! {
-            result = connection.as_mut() => {
+        let mut stop = std::pin::pin!(next_stop(&mut graceful, &mut hard_stop, draining));
+        signals.woken.store(true, Ordering::Release);
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(Event::Closed(result));
+            }
+            signals.task.register(cx.waker());
+            if signals.woken.swap(false, Ordering::AcqRel) {
+                let mut signals_cx = Context::from_waker(&signals_waker);
+                if let Poll::Ready(stop) = stop.as_mut().poll(&mut signals_cx) {
+                    return Poll::Ready(Event::Stop(stop));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Closed(result) => {
                 if let Err(e) = result {
                     tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
                 }
                 break;
             }
-            _ = graceful.wait_for(|g| *g), if !draining => {
+            Event::Stop(Stop::Graceful) => {
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
-            _ = hard_stop.wait_for(|s| *s) => break,
+            Event::Stop(Stop::Hard) => break,
         }
     }
     // The drain token in `life` is released here, after the connection is done.
     drop(life);
+}
+
+enum Event<E> {
+    /// The connection is done (the client closed it, or it finished draining).
+    Closed(Result<(), E>),
+    Stop(Stop),
+}
+
+enum Stop {
+    /// Finish the requests in flight, then close.
+    Graceful,
+    /// The grace period is over: close now.
+    Hard,
+}
+
+/// The next shutdown signal for a connection (graceful only while not yet draining).
+async fn next_stop(
+    graceful: &mut watch::Receiver<bool>,
+    hard_stop: &mut watch::Receiver<bool>,
+    draining: bool,
+) -> Stop {
+    tokio::select! {
+        _ = graceful.wait_for(|g| *g), if !draining => Stop::Graceful,
+        _ = hard_stop.wait_for(|s| *s) => Stop::Hard,
+    }
+}
+
+/// Records that the shutdown signals woke the connection's task, then wakes it.
+struct SignalWaker {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for SignalWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
