@@ -44,6 +44,7 @@ async fn e2e() {
         scenario!(scenarios::missing_service_sets_resolved_refs_false),
         scenario!(scenarios::invalid_airroute_is_refused_by_the_api_server),
         scenario!(scenarios::other_class_ingress_is_ignored),
+        scenario!(scenarios::ingress_moved_to_another_class_gives_back_its_status),
         scenario!(scenarios::tls_secret_added_later_is_served),
         scenario!(scenarios::status_is_written),
         scenario!(scenarios::replicas_elect_one_status_writer),

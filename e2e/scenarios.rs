@@ -20,6 +20,7 @@ const HOSTS: &[&str] = &[
     "ghost.e2e.test",
     "foreign.e2e.test",
     "sentinel.e2e.test",
+    "mover.e2e.test",
     "tls.e2e.test",
     "steady.e2e.test",
     "after.e2e.test",
@@ -516,6 +517,51 @@ pub async fn other_class_ingress_is_ignored(env: Arc<Env>) -> R {
         obj["status"]
     );
     Ok(())
+}
+
+/// Moving an Ingress to another class takes it out of service here and removes the
+/// address airgate published on it (what external-dns would follow).
+pub async fn ingress_moved_to_another_class_gives_back_its_status(env: Arc<Env>) -> R {
+    let cluster = &env.cluster;
+    cluster
+        .apply(&ingress("mover", "airgate", "mover.e2e.test", "/", "echo"))
+        .await?;
+    env.served_by("mover.e2e.test", "/", "a", Duration::from_secs(10))
+        .await?;
+    eventually(
+        "status published on the mover Ingress",
+        Duration::from_secs(15),
+        || async {
+            let obj = cluster.get_json("ingress", NS, "mover").await?;
+            let ip = obj.pointer("/status/loadBalancer/ingress/0/ip");
+            ensure!(
+                ip == Some(&json!(PUBLISH_ADDRESS)),
+                "status is {}",
+                obj["status"]
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    cluster
+        .apply(&ingress("mover", "other", "mover.e2e.test", "/", "echo"))
+        .await?;
+    eventually(
+        "the moved Ingress unserved and its status given back",
+        Duration::from_secs(15),
+        || async {
+            let (status, body) = get(&env.http, &env.url("mover.e2e.test", "/")).await?;
+            ensure!(status == 404, "still served: {status} {body}");
+            let obj = cluster.get_json("ingress", NS, "mover").await?;
+            ensure!(
+                obj.pointer("/status/loadBalancer/ingress").is_none(),
+                "status still names airgate: {}",
+                obj["status"]
+            );
+            Ok(())
+        },
+    )
+    .await
 }
 
 pub async fn tls_secret_added_later_is_served(env: Arc<Env>) -> R {

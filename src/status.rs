@@ -286,6 +286,18 @@ pub fn service_addresses(svc: &Service) -> Vec<String> {
         .collect()
 }
 
+/// Whether field manager airgate owns the Ingress's `status.loadBalancer` (it published
+/// an address there).
+fn wrote_load_balancer(ing: &Ingress) -> bool {
+    ing.metadata.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some(FIELD_MANAGER)
+            && m.subresource.as_deref() == Some("status")
+            && m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.pointer("/f:status/f:loadBalancer").is_some())
+    })
+}
+
 fn ingress_entries(ing: &Ingress) -> Vec<IngressLoadBalancerIngress> {
     ing.status
         .as_ref()
@@ -454,6 +466,35 @@ impl StatusWriter {
     }
 
     async fn sync_ingresses(&self, input: &StatusInput, errors: &mut Vec<Error>) {
+        let accepted: HashSet<&ObjectRef> = input
+            .accepted
+            .iter()
+            .filter(|r| r.kind == "Ingress")
+            .collect();
+        let ref_of = |ing: &Ingress| ObjectRef {
+            kind: "Ingress".into(),
+            namespace: ing.metadata.namespace.clone().unwrap_or_default(),
+            name: ing.metadata.name.clone().unwrap_or_default(),
+        };
+        // An Ingress that is no longer ours (its class changed) gives back the address we
+        // published on it, so what reads it (external-dns, kubectl) stops pointing here.
+        // Applying no status with our field manager removes exactly the fields we own;
+        // another controller's address, written under its own manager, stays.
+        for ing in &input.objects.ingresses {
+            let r = ref_of(ing);
+            if accepted.contains(&r) || !wrote_load_balancer(ing) {
+                continue;
+            }
+            let body = serde_json::json!({
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "status": {},
+            });
+            if let Err(e) = self.apply_ingress_status(&r, &body).await {
+                errors.push(e);
+            }
+        }
+
         let addresses = match self.publish_addresses().await {
             Ok(Some(a)) => a,
             // Nothing to publish: leave Ingress status alone.
@@ -464,17 +505,8 @@ impl StatusWriter {
             }
         };
         let wanted = load_balancer_entries(&addresses);
-        let accepted: HashSet<&ObjectRef> = input
-            .accepted
-            .iter()
-            .filter(|r| r.kind == "Ingress")
-            .collect();
         for ing in &input.objects.ingresses {
-            let r = ObjectRef {
-                kind: "Ingress".into(),
-                namespace: ing.metadata.namespace.clone().unwrap_or_default(),
-                name: ing.metadata.name.clone().unwrap_or_default(),
-            };
+            let r = ref_of(ing);
             if !accepted.contains(&r) || ingress_entries(ing) == wanted {
                 continue;
             }
@@ -483,22 +515,29 @@ impl StatusWriter {
                 "kind": "Ingress",
                 "status": {"loadBalancer": {"ingress": wanted}},
             });
-            let api: Api<Ingress> = Api::namespaced(self.client.clone(), &r.namespace);
-            if let Err(e) = self
-                .write("ingress", &r, || async {
-                    api.patch_status(
-                        &r.name,
-                        &PatchParams::apply(FIELD_MANAGER).force(),
-                        &Patch::Apply(&body),
-                    )
-                    .await
-                    .map(|_| ())
-                })
-                .await
-            {
+            if let Err(e) = self.apply_ingress_status(&r, &body).await {
                 errors.push(e);
             }
         }
+    }
+
+    /// Server-side apply of `body` to the Ingress's status, as field manager airgate.
+    async fn apply_ingress_status(
+        &self,
+        r: &ObjectRef,
+        body: &serde_json::Value,
+    ) -> Result<(), Error> {
+        let api: Api<Ingress> = Api::namespaced(self.client.clone(), &r.namespace);
+        self.write("ingress", r, || async {
+            api.patch_status(
+                &r.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
     }
 
     /// `None` when neither `--publish-service` nor `--publish-address` is set.
