@@ -4,6 +4,11 @@ use clap::Parser;
 
 use airgate::cli::{Cli, Command};
 
+/// See Cargo.toml: the static musl build brings its own allocator.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
