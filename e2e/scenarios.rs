@@ -528,21 +528,7 @@ pub async fn ingress_moved_to_another_class_gives_back_its_status(env: Arc<Env>)
         .await?;
     env.served_by("mover.e2e.test", "/", "a", Duration::from_secs(10))
         .await?;
-    eventually(
-        "status published on the mover Ingress",
-        Duration::from_secs(15),
-        || async {
-            let obj = cluster.get_json("ingress", NS, "mover").await?;
-            let ip = obj.pointer("/status/loadBalancer/ingress/0/ip");
-            ensure!(
-                ip == Some(&json!(PUBLISH_ADDRESS)),
-                "status is {}",
-                obj["status"]
-            );
-            Ok(())
-        },
-    )
-    .await?;
+    address_published(cluster, "mover").await?;
     cluster
         .apply(&ingress("mover", "other", "mover.e2e.test", "/", "echo"))
         .await?;
@@ -602,13 +588,13 @@ pub async fn tls_secret_added_later_is_served(env: Arc<Env>) -> R {
     .await
 }
 
-pub async fn status_is_written(env: Arc<Env>) -> R {
-    let cluster = &env.cluster;
+/// Wait until the Ingress `name` shows `--publish-address` in `status.loadBalancer`.
+async fn address_published(cluster: &Cluster, name: &str) -> R {
     eventually(
-        "Ingress status.loadBalancer from --publish-address",
+        &format!("Ingress {name} status.loadBalancer from --publish-address"),
         Duration::from_secs(15),
         || async {
-            let obj = cluster.get_json("ingress", NS, "web").await?;
+            let obj = cluster.get_json("ingress", NS, name).await?;
             let ip = obj.pointer("/status/loadBalancer/ingress/0/ip");
             ensure!(
                 ip == Some(&json!(PUBLISH_ADDRESS)),
@@ -618,7 +604,12 @@ pub async fn status_is_written(env: Arc<Env>) -> R {
             Ok(())
         },
     )
-    .await?;
+    .await
+}
+
+pub async fn status_is_written(env: Arc<Env>) -> R {
+    let cluster = &env.cluster;
+    address_published(cluster, "web").await?;
     eventually(
         "AIRoute api Accepted, ResolvedRefs and Ready",
         Duration::from_secs(15),

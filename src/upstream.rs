@@ -286,26 +286,26 @@ impl std::fmt::Debug for Upstreams {
 
 impl Upstreams {
     pub fn new() -> Result<Arc<Self>, crate::tls::TlsError> {
-        Ok(Arc::new(Upstreams {
-            idle_h1: Mutex::new(HashMap::default()),
-            h2: Mutex::new(HashMap::default()),
-            recycled: AtomicUsize::new(0),
-            dns: dns::DnsCache::default(),
-            tls_h1: Some(crate::tls::upstream_client_config(b"http/1.1")?),
-            tls_h2: Some(crate::tls::upstream_client_config(b"h2")?),
-        }))
+        Ok(Self::with_tls(
+            Some(crate::tls::upstream_client_config(b"http/1.1")?),
+            Some(crate::tls::upstream_client_config(b"h2")?),
+        ))
     }
 
     /// Pools for plain-HTTP upstreams only, for when no TLS client config can be built:
     /// TLS upstreams then fail to connect instead of everything failing.
     pub fn without_tls() -> Arc<Self> {
+        Self::with_tls(None, None)
+    }
+
+    fn with_tls(tls_h1: Option<Arc<ClientConfig>>, tls_h2: Option<Arc<ClientConfig>>) -> Arc<Self> {
         Arc::new(Upstreams {
             idle_h1: Mutex::new(HashMap::default()),
             h2: Mutex::new(HashMap::default()),
             recycled: AtomicUsize::new(0),
             dns: dns::DnsCache::default(),
-            tls_h1: None,
-            tls_h2: None,
+            tls_h1,
+            tls_h2,
         })
     }
 

@@ -35,7 +35,7 @@ use lru::LruCache;
 use tokio::time::Instant;
 
 use crate::config::AuthHookPolicy;
-use crate::telemetry::metrics::AuthOutcome as Outcome;
+use crate::telemetry::metrics::HookOutcome;
 use crate::upstream::{BodySent, ResponseWait, UpstreamError, Upstreams};
 
 /// Most cached hook answers kept, over all hooks.
@@ -53,7 +53,7 @@ const INLINE_DRAIN: Duration = Duration::from_millis(50);
 pub struct AuthRequest<'a> {
     pub parts: &'a http::request::Parts,
     /// The client's IP (`X-Real-IP`, `X-Forwarded-For`), as the proxy forwards it.
-    pub client_ip: HeaderValue,
+    pub client_ip: &'a HeaderValue,
     /// `http` or `https`.
     pub scheme: &'static str,
     pub host: &'a str,
@@ -159,7 +159,7 @@ impl AuthClient {
             .as_ref()
             .and_then(|key| self.cache_get(key, Instant::now()));
         if let Some(answer) = cached {
-            hook.metrics.outcome(id, Outcome::CacheHit);
+            hook.metrics.outcome(id, HookOutcome::CacheHit);
             return answer.outcome();
         }
 
@@ -179,8 +179,8 @@ impl AuthClient {
         match answer {
             Ok(answer) => {
                 let outcome = match &answer {
-                    Cached::Allow(_) => Outcome::Allowed,
-                    Cached::Deny(..) => Outcome::Denied,
+                    Cached::Allow(_) => HookOutcome::Allowed,
+                    Cached::Deny(..) => HookOutcome::Denied,
                 };
                 hook.metrics.outcome(id, outcome);
                 let result = answer.outcome();
@@ -190,7 +190,7 @@ impl AuthClient {
                 result
             }
             Err(reason) => {
-                hook.metrics.outcome(id, Outcome::Error);
+                hook.metrics.outcome(id, HookOutcome::Error);
                 tracing::warn!(hook = id, %reason, "auth hook failed; failing closed");
                 AuthOutcome::Fail {
                     status: StatusCode::from_u16(hook.failure_status)
@@ -598,7 +598,7 @@ mod tests {
                 hook,
                 &AuthRequest {
                     parts: &parts,
-                    client_ip: HeaderValue::from_static("192.0.2.7"),
+                    client_ip: &HeaderValue::from_static("192.0.2.7"),
                     scheme: "https",
                     host: "ai.example.com",
                     request_id: &HeaderValue::from_static("req-1"),

@@ -188,11 +188,16 @@ impl UpstreamBody {
         };
         // hyper never polls a body that is already complete (no content, HEAD, 304).
         if body.inner.is_end_stream() {
-            if let Some(idle) = body.idle.take() {
-                idle.release();
-            }
+            release(&mut body.idle);
         }
         body
+    }
+}
+
+/// Give the upstream connection back to its pool, once.
+fn release(idle: &mut Option<IdleConn>) {
+    if let Some(idle) = idle.take() {
+        idle.release();
     }
 }
 
@@ -210,9 +215,7 @@ impl Body for UpstreamBody {
                 *this.timer = None;
                 // A sized body is not polled past its last frame: release here.
                 if this.inner.is_end_stream() {
-                    if let Some(idle) = this.idle.take() {
-                        idle.release();
-                    }
+                    release(this.idle);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -224,9 +227,7 @@ impl Body for UpstreamBody {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                if let Some(idle) = this.idle.take() {
-                    idle.release();
-                }
+                release(this.idle);
                 Poll::Ready(None)
             }
             Poll::Pending => {

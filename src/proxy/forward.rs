@@ -109,7 +109,7 @@ pub async fn forward(
         &Forwarding {
             peer: ctx.conn.peer.ip(),
             conn: &ctx.conn.headers,
-            client_ip_value: ctx.client_ip_value(),
+            client_ip_value: &ctx.client_ip_value,
             trusted_peer: ctx.trusted_peer,
             scheme: ctx.scheme(),
             host: ctx.host(),

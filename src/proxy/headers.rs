@@ -237,7 +237,7 @@ pub struct Forwarding<'a> {
     pub peer: IpAddr,
     pub conn: &'a ConnHeaders,
     /// `X-Real-IP`: see [`crate::proxy::pipeline::Ctx::client_ip_value`].
-    pub client_ip_value: HeaderValue,
+    pub client_ip_value: &'a HeaderValue,
     pub trusted_peer: bool,
     pub scheme: &'static str,
     pub host: &'a str,

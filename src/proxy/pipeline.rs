@@ -50,6 +50,9 @@ pub struct Ctx {
     pub started: Instant,
     pub conn: Arc<ConnInfo>,
     pub client_ip: IpAddr,
+    /// `client_ip` as a header value (`X-Real-IP`, and the auth hook's `X-Forwarded-For`):
+    /// the connection's, formatted once, unless a trusted proxy in front named another.
+    pub client_ip_value: HeaderValue,
     pub trusted_peer: bool,
     /// As the client sent it (with port); forwarded as `Host` unless overridden.
     pub authority: Option<Authority>,
@@ -76,16 +79,6 @@ impl Ctx {
         }
     }
 
-    /// The client's IP as a header value: the connection's, formatted once, unless a
-    /// trusted proxy in front named another.
-    pub fn client_ip_value(&self) -> HeaderValue {
-        if self.client_ip == self.conn.peer.ip() {
-            self.conn.headers.peer_ip.clone()
-        } else {
-            headers::ip_value(self.client_ip)
-        }
-    }
-
     pub fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or("-")
     }
@@ -103,11 +96,17 @@ pub async fn handle(
     let trusted_peer = headers::is_trusted(&shared.trusted_proxies, conn.peer.ip());
     let client_ip = headers::client_ip(&parts.headers, conn.peer.ip(), &shared.trusted_proxies);
     let authority = headers::request_authority(&parts);
+    let client_ip_value = if client_ip == conn.peer.ip() {
+        conn.headers.peer_ip.clone()
+    } else {
+        headers::ip_value(client_ip)
+    };
     let mut ctx = Ctx {
         snapshot,
         started: Instant::now(),
         conn,
         client_ip,
+        client_ip_value,
         trusted_peer,
         routing_host: authority.as_ref().map(RoutingHost::of),
         authority,
@@ -247,7 +246,7 @@ async fn run(
     if let Some(hook) = &policy.auth {
         let request = AuthRequest {
             parts: &parts,
-            client_ip: ctx.client_ip_value(),
+            client_ip: &ctx.client_ip_value,
             scheme: ctx.scheme(),
             host: ctx.host(),
             request_id: &ctx.request_id,

@@ -301,26 +301,26 @@ impl RouteMetrics {
 #[derive(Default)]
 pub struct AuthHookMetrics {
     duration: OnceLock<Histogram>,
-    /// `airgate_auth_total` children, indexed by [`AuthOutcome`].
+    /// `airgate_auth_total` children, indexed by [`HookOutcome`].
     outcomes: [OnceLock<IntCounter>; 4],
 }
 
 /// The `outcome` label of `airgate_auth_total`.
 #[derive(Debug, Clone, Copy)]
-pub enum AuthOutcome {
+pub enum HookOutcome {
     Allowed = 0,
     Denied = 1,
     Error = 2,
     CacheHit = 3,
 }
 
-impl AuthOutcome {
+impl HookOutcome {
     fn label(self) -> &'static str {
         match self {
-            AuthOutcome::Allowed => "allowed",
-            AuthOutcome::Denied => "denied",
-            AuthOutcome::Error => "error",
-            AuthOutcome::CacheHit => "cache_hit",
+            HookOutcome::Allowed => "allowed",
+            HookOutcome::Denied => "denied",
+            HookOutcome::Error => "error",
+            HookOutcome::CacheHit => "cache_hit",
         }
     }
 }
@@ -333,7 +333,7 @@ impl std::fmt::Debug for AuthHookMetrics {
 
 impl AuthHookMetrics {
     /// Count one answer of hook `hook` (`namespace/object`).
-    pub fn outcome(&self, hook: &str, outcome: AuthOutcome) {
+    pub fn outcome(&self, hook: &str, outcome: HookOutcome) {
         self.outcomes[outcome as usize]
             .get_or_init(|| metrics().auth.with_label_values(&[hook, outcome.label()]))
             .inc();

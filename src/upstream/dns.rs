@@ -93,12 +93,13 @@ impl DnsCache {
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Entry>>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn plan(&self, host: &str, port: u16, timeout: Duration, now: Instant) -> Plan {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = entries
-            .get_mut(host)
-            .and_then(|by_port| by_port.iter_mut().find(|e| e.port == port))
-        else {
+        let mut entries = self.lock();
+        let Some(entry) = entry_mut(&mut entries, host, port) else {
             return Plan::Lookup(None);
         };
         if entry.expires > now {
@@ -116,30 +117,33 @@ impl DnsCache {
     }
 
     fn store(&self, host: &str, port: u16, addrs: Addrs, now: Instant) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let by_port = entries.entry(host.to_string()).or_default();
         let entry = Entry {
             port,
             addrs,
             expires: now + DNS_VALID,
             refreshing_since: None,
         };
-        match by_port.iter_mut().find(|e| e.port == port) {
+        let mut entries = self.lock();
+        match entry_mut(&mut entries, host, port) {
             Some(old) => *old = entry,
-            None => by_port.push(entry),
+            None => entries.entry(host.to_string()).or_default().push(entry),
         }
     }
 
-    /// After a failed refresh: the next request past the timeout tries again.
+    /// After a failed refresh: the next request tries again.
     fn retry_later(&self, host: &str, port: u16) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = entries
-            .get_mut(host)
-            .and_then(|by_port| by_port.iter_mut().find(|e| e.port == port))
-        {
+        if let Some(entry) = entry_mut(&mut self.lock(), host, port) {
             entry.refreshing_since = None;
         }
     }
+}
+
+fn entry_mut<'a>(
+    entries: &'a mut HashMap<String, Vec<Entry>>,
+    host: &str,
+    port: u16,
+) -> Option<&'a mut Entry> {
+    entries.get_mut(host)?.iter_mut().find(|e| e.port == port)
 }
 
 #[cfg(test)]
@@ -173,9 +177,27 @@ mod tests {
         }
     }
 
+    /// `cache.resolve` with `r` answering `answer` if it is asked.
+    async fn resolve(
+        cache: &DnsCache,
+        r: &Resolver,
+        host: &str,
+        port: u16,
+        answer: std::io::Result<Vec<SocketAddr>>,
+    ) -> std::io::Result<Addrs> {
+        cache
+            .resolve(host, port, TIMEOUT, || r.answer(answer))
+            .await
+    }
+
+    /// A lookup that never comes back.
+    async fn never() -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
+        std::future::pending().await
+    }
+
     /// Let the kept answer for `host` run out, as `DNS_VALID` passing would.
     fn expire(cache: &DnsCache, host: &str) {
-        let mut entries = cache.entries.lock().unwrap();
+        let mut entries = cache.lock();
         for entry in entries.get_mut(host).unwrap() {
             entry.expires = Instant::now();
         }
@@ -190,29 +212,20 @@ mod tests {
         let cache = DnsCache::default();
         let r = Resolver::default();
         for _ in 0..3 {
-            let got = cache
-                .resolve("api.example.com", 443, TIMEOUT, || {
-                    r.answer(Ok(vec![addr(1)]))
-                })
+            let got = resolve(&cache, &r, "api.example.com", 443, Ok(vec![addr(1)]))
                 .await
                 .unwrap();
             assert_eq!(&*got, &[addr(1)]);
         }
         assert_eq!(r.calls(), 1, "one lookup for three requests");
         // Another port of the same name is an answer of its own.
-        cache
-            .resolve("api.example.com", 80, TIMEOUT, || {
-                r.answer(Ok(vec![addr(9)]))
-            })
+        resolve(&cache, &r, "api.example.com", 80, Ok(vec![addr(9)]))
             .await
             .unwrap();
         assert_eq!(r.calls(), 2);
 
         expire(&cache, "api.example.com");
-        let got = cache
-            .resolve("api.example.com", 443, TIMEOUT, || {
-                r.answer(Ok(vec![addr(2)]))
-            })
+        let got = resolve(&cache, &r, "api.example.com", 443, Ok(vec![addr(2)]))
             .await
             .unwrap();
         assert_eq!(&*got, &[addr(2)], "the name moved: the new answer is used");
@@ -223,40 +236,25 @@ mod tests {
     async fn a_failed_refresh_keeps_the_old_answer_and_a_first_failure_is_an_error() {
         let cache = DnsCache::default();
         let r = Resolver::default();
-        let err = cache
-            .resolve("gone.example.com", 443, TIMEOUT, || {
-                r.answer(Err(refused()))
-            })
+        let err = resolve(&cache, &r, "gone.example.com", 443, Err(refused()))
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "resolver down");
-        let err = cache
-            .resolve("empty.example.com", 443, TIMEOUT, || r.answer(Ok(vec![])))
+        let err = resolve(&cache, &r, "empty.example.com", 443, Ok(vec![]))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
         let err = cache
-            .resolve(
-                "slow.example.com",
-                443,
-                Duration::from_millis(1),
-                || async {
-                    std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>().await
-                },
-            )
+            .resolve("slow.example.com", 443, Duration::from_millis(1), never)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
 
-        cache
-            .resolve("api.example.com", 443, TIMEOUT, || {
-                r.answer(Ok(vec![addr(1)]))
-            })
+        resolve(&cache, &r, "api.example.com", 443, Ok(vec![addr(1)]))
             .await
             .unwrap();
         expire(&cache, "api.example.com");
-        let got = cache
-            .resolve("api.example.com", 443, TIMEOUT, || r.answer(Err(refused())))
+        let got = resolve(&cache, &r, "api.example.com", 443, Err(refused()))
             .await
             .unwrap();
         assert_eq!(
@@ -265,10 +263,7 @@ mod tests {
             "resolver outage: the last answer still serves"
         );
         // The next request tries again, and a good answer replaces the old one.
-        let got = cache
-            .resolve("api.example.com", 443, TIMEOUT, || {
-                r.answer(Ok(vec![addr(3)]))
-            })
+        let got = resolve(&cache, &r, "api.example.com", 443, Ok(vec![addr(3)]))
             .await
             .unwrap();
         assert_eq!(&*got, &[addr(3)]);
@@ -278,36 +273,25 @@ mod tests {
     async fn while_one_request_refreshes_the_others_use_the_old_answer() {
         let cache = DnsCache::default();
         let r = Resolver::default();
-        cache
-            .resolve("api.example.com", 443, TIMEOUT, || {
-                r.answer(Ok(vec![addr(1)]))
-            })
+        resolve(&cache, &r, "api.example.com", 443, Ok(vec![addr(1)]))
             .await
             .unwrap();
         expire(&cache, "api.example.com");
         // The refreshing request's lookup does not come back (its client went away).
-        let stuck = std::pin::pin!(cache.resolve("api.example.com", 443, TIMEOUT, || {
-            std::future::pending::<std::io::Result<std::vec::IntoIter<SocketAddr>>>()
-        }));
+        let stuck = std::pin::pin!(cache.resolve("api.example.com", 443, TIMEOUT, never));
         assert!(futures_poll_once(stuck).await, "the refresh is under way");
-        let got = cache
-            .resolve("api.example.com", 443, TIMEOUT, || {
-                r.answer(Ok(vec![addr(2)]))
-            })
+        let got = resolve(&cache, &r, "api.example.com", 443, Ok(vec![addr(2)]))
             .await
             .unwrap();
         assert_eq!(&*got, &[addr(1)], "no second lookup while one is under way");
         assert_eq!(r.calls(), 1);
         // Once that lookup is older than the timeout, the next request takes it over.
         {
-            let mut entries = cache.entries.lock().unwrap();
+            let mut entries = cache.lock();
             let entry = &mut entries.get_mut("api.example.com").unwrap()[0];
             entry.refreshing_since = Instant::now().checked_sub(TIMEOUT);
         }
-        let got = cache
-            .resolve("api.example.com", 443, TIMEOUT, || {
-                r.answer(Ok(vec![addr(2)]))
-            })
+        let got = resolve(&cache, &r, "api.example.com", 443, Ok(vec![addr(2)]))
             .await
             .unwrap();
         assert_eq!(&*got, &[addr(2)]);
