@@ -103,8 +103,12 @@ def main():
                 with open(script, "w") as f:
                     f.write(H.ROUTES_LUA.replace("@@N@@", str(n)))
 
-                def ag(d=d, n=n):
-                    return H.start_airgate(env, f"scale-{n}", config_dir=d, probe="/air-0/hello", timeout=300)
+                def ag(d=d, n=n, binary=a.airgate, label="scale"):
+                    env.airgate = binary
+                    try:
+                        return H.start_airgate(env, f"{label}-{n}", config_dir=d, probe="/air-0/hello", timeout=300)
+                    finally:
+                        env.airgate = a.airgate
 
                 def ng(n=n):
                     locs = "".join(H.ng_location(f"/ing-{i}/") + H.ng_location(f"/air-{i}/") for i in range(n // 2))
@@ -115,7 +119,9 @@ def main():
                     return lambda secs: H.wrk(url, secs, script=script)
 
                 starts[f"airgate-{n}"] = (ag, load_for)
-                if not a.airgate2:
+                if a.airgate2:
+                    starts[f"airgate2-{n}"] = (lambda d=d, n=n: ag(d, n, a.airgate2, "scale2"), load_for)
+                else:
                     starts[f"nginx-{n}"] = (ng, load_for)
             return starts
 
@@ -133,7 +139,7 @@ def main():
               f"{statistics.median(r['cpu'] for r in rs):6.1f} µs/req")
     names = list(rows)
     if a.scenario == "scale":
-        for proxy in ("airgate", "nginx"):
+        for proxy in ("airgate", "airgate2", "nginx"):
             if f"{proxy}-10" in rows and f"{proxy}-10000" in rows:
                 few, many = (statistics.median(r["rps"] for r in rows[f"{proxy}-{n}"]) for n in (10, 10000))
                 print(f"scale   {proxy}: req/s at 10,000 routes / at 10 (medians) {many / few:.2f}")

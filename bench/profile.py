@@ -54,6 +54,8 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--warmup", type=int, help="seconds of load before counting (default 2; scale 20)")
     ap.add_argument("--cache-sim", action="store_true", help="also simulate caches (D1/LL misses)")
+    ap.add_argument("--ll", help="simulated last-level cache as size,assoc,line (e.g. 2097152,16,64 for "
+                    "this machine's per-core L2); default: the machine's own last level")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="airgate-profile-")
     env = h.Env(work, a.airgate, a.backend, smoke=True)
@@ -96,7 +98,8 @@ def main():
             os.unlink(old)
         os.makedirs(a.out, exist_ok=True)
         cmd = ["valgrind", "--tool=callgrind", "--compress-strings=no", "--compress-pos=no", f"--callgrind-out-file={a.out}/callgrind.%p",
-               *(["--cache-sim=yes"] if a.cache_sim else []),
+               *(["--cache-sim=yes"] if a.cache_sim or a.ll else []),
+               *([f"--LL={a.ll}"] if a.ll else []),
                a.airgate, "serve", "--config", cfg, "--http-addr", f"{h.HOST}:{http}",
                "--https-addr", f"{h.HOST}:{https}", "--admin-addr", f"{h.HOST}:{admin}",
                "--worker-threads", "1", "--shutdown-grace", "1s"]
@@ -115,13 +118,21 @@ def main():
         files = sorted(glob.glob(os.path.join(a.out, "callgrind.*.1")))
         if not files:
             raise SystemExit("callgrind wrote no profile of the measured requests")
-        total = 0
+        total, events, sums = 0, [], []
         with open(files[0]) as f:
             for line in f:
-                if line.startswith("summary:") or line.startswith("totals:"):
-                    total = int(line.split()[1])
+                if line.startswith("events:"):
+                    events = line.split()[1:]
+                elif line.startswith("summary:") or line.startswith("totals:"):
+                    sums = [int(v) for v in line.split()[1:]]
+                    total = sums[0]
         print(f"{r['requests']} requests through airgate under callgrind: "
               f"{total:,} instructions, {total / max(1, r['requests']):,.0f} per request", file=sys.stderr)
+        if len(events) > 1:
+            # With --cache-sim: reads, writes and misses per request (D1 = level 1 data,
+            # LL = the simulated last level, IL/I1 = instructions).
+            print("per request: " + ", ".join(f"{e} {v / max(1, r['requests']):,.1f}"
+                                              for e, v in zip(events[1:], sums[1:])), file=sys.stderr)
         # callgrind_annotate misreads a dump taken with callgrind_control (it puts every
         # cost under `clone`), so the self cost per function is summed here.
         table = self_costs(files[0], r["requests"], total)

@@ -1,6 +1,7 @@
 //! Logging, access logs and Prometheus metrics.
 pub mod access;
 pub mod metrics;
+pub mod route_stats;
 
 pub use metrics::metrics;
 

@@ -584,10 +584,8 @@ async fn requests_are_counted_per_route_and_status() {
         )],
     ))
     .await;
-    let counter = airgate::telemetry::metrics()
-        .requests
-        .with_label_values(&[name, "200"]);
-    let before = counter.get();
+    let counter = airgate::telemetry::metrics().routes.get(name);
+    let before = counter.requests(200);
     let c = client();
     for _ in 0..3 {
         let response = c.get(proxy.url("/")).send().await.unwrap();
@@ -595,14 +593,14 @@ async fn requests_are_counted_per_route_and_status() {
     }
     // The record is written when the body ends, which may trail the client by a moment.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while counter.get() < before + 3 {
+    while counter.requests(200) < before + 3 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "requests were not counted"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(counter.get(), before + 3);
+    assert_eq!(counter.requests(200), before + 3);
 }
 
 #[tokio::test]

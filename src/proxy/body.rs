@@ -308,13 +308,8 @@ impl Drop for RequestLog {
         let elapsed = self.started.elapsed();
         match &self.route {
             Some(route) => route.metrics.finished(&route.name, self.status, elapsed),
-            None => {
-                let status = itoa::Buffer::new().format(self.status).to_owned();
-                m.requests.with_label_values(&["-", &status]).inc();
-                m.request_duration
-                    .with_label_values(&["-"])
-                    .observe(elapsed.as_secs_f64());
-            }
+            // No route matched: counted under the route `-`.
+            None => m.unmatched.finished("-", self.status, elapsed),
         }
         let Some(logged) = &self.logged else {
             return;

@@ -2,22 +2,24 @@
 //!
 //! One process-wide registry: the data plane and the controller record into the same
 //! [`Metrics`] through [`metrics()`].
-use std::sync::{LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use super::route_stats::{RouteStats, RouteStatsTable};
+
 /// Every metric airgate exports.
 pub struct Metrics {
     pub registry: Registry,
-    /// `airgate_requests_total{route,status}`
-    pub requests: IntCounterVec,
-    /// `airgate_request_duration_seconds{route}`: whole request, first byte in to last byte out.
-    pub request_duration: HistogramVec,
-    /// `airgate_upstream_response_seconds{route}`: until the upstream's response headers.
-    pub upstream_duration: HistogramVec,
+    /// `airgate_requests_total{route,status}`, `airgate_request_duration_seconds{route}`
+    /// (whole request, first byte in to last byte out) and
+    /// `airgate_upstream_response_seconds{route}` (until the upstream's response headers).
+    pub routes: RouteStatsTable,
+    /// The same for requests no route matched, under the route `-`.
+    pub unmatched: RouteMetrics,
     /// `airgate_upstream_errors_total{route,kind}` kind = connect|timeout|protocol
     pub upstream_errors: IntCounterVec,
     /// `airgate_ratelimit_total{zone,outcome}` outcome = allowed|delayed|rejected
@@ -57,7 +59,7 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
 }
 
-const LATENCY_BUCKETS: &[f64] = &[
+pub(super) const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 120.0, 300.0,
 ];
@@ -129,25 +131,11 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        let routes = RouteStatsTable::default();
+        r.register(Box::new(routes.clone())).expect("unique metric");
         Metrics {
-            requests: counter_vec(
-                &r,
-                "airgate_requests_total",
-                "Requests by route and status",
-                &["route", "status"],
-            ),
-            request_duration: histogram_vec(
-                &r,
-                "airgate_request_duration_seconds",
-                "Request time by route",
-                &["route"],
-            ),
-            upstream_duration: histogram_vec(
-                &r,
-                "airgate_upstream_response_seconds",
-                "Time to upstream response headers by route",
-                &["route"],
-            ),
+            routes,
+            unmatched: RouteMetrics::default(),
             upstream_errors: counter_vec(
                 &r,
                 "airgate_upstream_errors_total",
@@ -247,14 +235,11 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// The metric children of one route, looked up on first use and kept with the route, so
-/// the request path neither hashes label values nor takes the registry's lock.
+/// The request metrics of one route, looked up by name on first use and kept with the
+/// route, so the request path neither hashes the name nor takes the table's lock.
 #[derive(Default)]
 pub struct RouteMetrics {
-    request_duration: OnceLock<Histogram>,
-    upstream_duration: OnceLock<Histogram>,
-    /// `airgate_requests_total` children by status; a route answers with a handful.
-    requests: Mutex<Vec<(u16, IntCounter)>>,
+    stats: OnceLock<Arc<RouteStats>>,
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -263,36 +248,19 @@ impl std::fmt::Debug for RouteMetrics {
     }
 }
 
-/// Statuses whose counters a route keeps at hand; others are looked up every time
-/// (only a client probing odd statuses would get past this).
-const CACHED_STATUSES: usize = 16;
-
 impl RouteMetrics {
+    fn stats(&self, route: &str) -> &RouteStats {
+        self.stats.get_or_init(|| metrics().routes.get(route))
+    }
+
     /// Count one finished request of `route` and observe its duration.
     pub fn finished(&self, route: &str, status: u16, elapsed: std::time::Duration) {
-        let m = metrics();
-        self.request_duration
-            .get_or_init(|| m.request_duration.with_label_values(&[route]))
-            .observe(elapsed.as_secs_f64());
-        let mut cached = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, counter)) = cached.iter().find(|(s, _)| *s == status) {
-            counter.inc();
-            return;
-        }
-        let counter = m
-            .requests
-            .with_label_values(&[route, itoa::Buffer::new().format(status)]);
-        counter.inc();
-        if cached.len() < CACHED_STATUSES {
-            cached.push((status, counter));
-        }
+        self.stats(route).finished(status, elapsed);
     }
 
     /// Observe the time until the upstream's response headers.
     pub fn upstream(&self, route: &str, elapsed: std::time::Duration) {
-        self.upstream_duration
-            .get_or_init(|| metrics().upstream_duration.with_label_values(&[route]))
-            .observe(elapsed.as_secs_f64());
+        self.stats(route).upstream(elapsed);
     }
 }
 
