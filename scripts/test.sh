@@ -3,9 +3,9 @@
 #   bash scripts/test.sh
 # Installs what is missing (idempotent), then: rustfmt check, clippy -D warnings, the
 # e2e harness build (real kube-apiserver/etcd, cached under ~/.cache/airgate), all tests,
-# and a bench smoke run.
+# a bench smoke run, and a build of the static musl binary the container image ships.
 #
-# Knobs: SKIP_APT=1 (never call apt-get), SKIP_E2E_BUILD=1, SKIP_BENCH=1,
+# Knobs: SKIP_APT=1 (never call apt-get), SKIP_E2E_BUILD=1, SKIP_BENCH=1, SKIP_MUSL=1,
 #        CARGO_TARGET_DIR (default ~/.cache/airgate/target, so a fresh clone reuses the
 #        last build instead of compiling every dependency again).
 set -euo pipefail
@@ -13,7 +13,8 @@ set -euo pipefail
 # Debian packages the tests and benches need. One list; add yours here.
 #   openssl: test certificates   chromium: tests/policy_browser.rs (real browser CORS)
 #   nginx: bench/ compares airgate against Debian's nginx   python3, procps: e2e/ and bench/ harnesses
-APT_PACKAGES="openssl ca-certificates curl chromium nginx python3 procps"
+#   musl-tools: the C parts of ring and mimalloc for the musl build (the Dockerfile's target)
+APT_PACKAGES="openssl ca-certificates curl chromium nginx python3 procps musl-tools"
 
 cd "$(dirname "$0")/.."
 export AIRGATE_CACHE="${AIRGATE_CACHE:-$HOME/.cache/airgate}"
@@ -66,6 +67,23 @@ install_apt_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
+# The container image is a static musl binary (Dockerfile). No Docker engine is needed to
+# keep that path building: the same target is built here and must come out static.
+MUSL_TARGET=x86_64-unknown-linux-musl
+musl_build() {
+  if command -v rustup >/dev/null 2>&1; then
+    rustup target list --installed | grep -qx "$MUSL_TARGET" || rustup target add "$MUSL_TARGET"
+  fi
+  CARGO_TARGET_DIR="$AIRGATE_CACHE/musl-target" cargo build --locked --target "$MUSL_TARGET" --bin airgate
+  local bin="$AIRGATE_CACHE/musl-target/$MUSL_TARGET/debug/airgate"
+  "$bin" --version
+  # A program interpreter (the dynamic loader) would be missing from the scratch image.
+  if readelf -l "$bin" | grep -q INTERP; then
+    echo "the musl build of airgate needs a dynamic loader; the scratch image cannot run it" >&2
+    return 1
+  fi
+}
+
 step "rust components" install_rust_components
 step "system packages" install_apt_packages
 step "cargo fmt --check" cargo fmt --all -- --check
@@ -76,5 +94,8 @@ fi
 step "cargo test" cargo test --all-targets
 if [ -f bench/smoke.sh ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
   step "bench smoke" bash bench/smoke.sh
+fi
+if [ "${SKIP_MUSL:-0}" != 1 ] && [ "$(uname -m)" = x86_64 ]; then
+  step "musl build (container image target)" musl_build
 fi
 echo "all checks passed in $(( $(date +%s) - started ))s"
