@@ -655,6 +655,9 @@ end
 # Seconds of load before scenario 7 measures: at ~20k req/s, several passes over 10,000
 # routes.
 SCALE_WARMUP_S = 2
+# Scenario 7's lookup: interleaved rounds of this many seconds per proxy.
+SCALE_ROUNDS = 5
+SCALE_ROUND_S = 5
 
 
 def scale_config(env, d, n):
@@ -679,30 +682,37 @@ def reload_stats(metrics_text):
     return (float(s.group(1)) if s else 0.0, int(c.group(1)) if c else 0)
 
 
+def rounds_text(values):
+    return ", ".join(f"{v:,.0f}" for v in values or [])
+
+
 def scenario_scale(env):
+    """Build and reload figures per route count, then lookup throughput: all four
+    proxies (airgate and nginx, 10 and N routes) run side by side and are loaded in turn
+    for SCALE_ROUNDS rounds, so a slow spell of a shared machine hits them alike; the
+    table gives each one's median round."""
     big = 1000 if env.smoke else 10000
     warmup = 1 if env.smoke else SCALE_WARMUP_S
-    out = {}
-    for n in (10, big):
-        d = os.path.join(env.work, f"scale-{n}")
-        scale_config(env, d, n)
-        script = os.path.join(env.work, f"routes-{n}.lua")
-        with open(script, "w") as f:
-            f.write(ROUTES_LUA.replace("@@N@@", str(n)))
-        t0 = time.monotonic()
-        ag = start_airgate(env, f"7-scale-{n}", config_dir=d, probe="/air-0/hello", timeout=300)
-        ready = time.monotonic() - t0
-        try:
-            r = {"startup_s": ready}
+    rounds = 1 if env.smoke else SCALE_ROUNDS
+    round_secs = env.secs if env.smoke else SCALE_ROUND_S
+    out = {"big": big, "rounds": rounds, "round_secs": round_secs}
+    running = []  # (n, proxy name, Proxy, script)
+    try:
+        for n in (10, big):
+            d = os.path.join(env.work, f"scale-{n}")
+            scale_config(env, d, n)
+            script = os.path.join(env.work, f"routes-{n}.lua")
+            with open(script, "w") as f:
+                f.write(ROUTES_LUA.replace("@@N@@", str(n)))
+            t0 = time.monotonic()
+            ag = start_airgate(env, f"7-scale-{n}", config_dir=d, probe="/air-0/hello", timeout=300)
+            running.append((n, "airgate", ag, script))
+            r = {"startup_s": time.monotonic() - t0}
             s0, c0 = reload_stats(ag.metrics())
             r["first_build_ms"] = s0 / max(1, c0) * 1000
             # Steady state, as for the other scenarios: one pass over every prefix first
-            # (first-use state such as a route's metric children is built then).
+            # (first-use state such as a route's metrics is built then).
             wrk(f"http://{HOST}:{ag.http}/", warmup, script=script)
-            cpu0 = ag.cpu()
-            sat = wrk(f"http://{HOST}:{ag.http}/", env.secs, script=script)
-            r["rps"] = sat["rps"]
-            r["cpu_us"] = (ag.cpu() - cpu0) / max(1, sat["requests"]) * 1e6
             r["rss"] = ag.rss_mb()
             # A change on disk: a new file with one more route; time until it answers.
             t0 = time.monotonic()
@@ -717,27 +727,39 @@ def scenario_scale(env):
                 time.sleep(0.05)
                 s1, c1 = reload_stats(ag.metrics())
             r["rebuild_ms"] = (s1 - s0) / max(1, c1 - c0) * 1000
-            r["peak_rss"] = ag.peak_rss_mb()
             out[n] = r
-        finally:
-            stop(ag.proc)
-        # nginx with the same number of prefix locations, for the lookup comparison.
-        locs = "".join(ng_location(f"/ing-{i}/") + ng_location(f"/air-{i}/") for i in range(n // 2))
-        t0 = time.monotonic()
-        ng = start_nginx(env, f"7-scale-{n}", "", locs, probe="/air-0/hello")
-        ng_ready = time.monotonic() - t0
-        try:
+            # nginx with the same number of prefix locations, for the lookup comparison.
+            locs = "".join(ng_location(f"/ing-{i}/") + ng_location(f"/air-{i}/") for i in range(n // 2))
+            t0 = time.monotonic()
+            ng = start_nginx(env, f"7-scale-{n}", "", locs, probe="/air-0/hello")
+            running.append((n, "nginx", ng, script))
+            out[n]["nginx_startup_s"] = time.monotonic() - t0
             wrk(f"http://{HOST}:{ng.http}/", warmup, script=script)
-            cpu0 = ng.cpu()
-            sat = wrk(f"http://{HOST}:{ng.http}/", env.secs, script=script)
-            out[n]["nginx_rps"] = sat["rps"]
-            out[n]["nginx_cpu_us"] = (ng.cpu() - cpu0) / max(1, sat["requests"]) * 1e6
             out[n]["nginx_rss"] = ng.rss_mb()
-            out[n]["nginx_startup_s"] = ng_ready
-        finally:
-            stop(ng.proc)
-        log(f"7-scale {n} routes: airgate {out[n]['rps']:.0f} r/s, nginx {out[n]['nginx_rps']:.0f} r/s, rebuild {out[n]['rebuild_ms']:.1f} ms")
-    out["big"] = big
+        samples = {}
+        for _ in range(rounds):
+            for n, name, proxy, script in running:
+                url = f"http://{HOST}:{proxy.http}/"
+                if not env.smoke:
+                    wrk(url, 1, script=script)  # the other proxies ran meanwhile: warm again
+                cpu0 = proxy.cpu()
+                sat = wrk(url, round_secs, script=script)
+                samples.setdefault((n, name), []).append(
+                    (sat["rps"], (proxy.cpu() - cpu0) / max(1, sat["requests"]) * 1e6))
+        for (n, name), rs in samples.items():
+            prefix = "" if name == "airgate" else "nginx_"
+            out[n][prefix + "rps"] = statistics.median(r[0] for r in rs)
+            out[n][prefix + "cpu_us"] = statistics.median(r[1] for r in rs)
+            out[n][prefix + "rps_rounds"] = [r[0] for r in rs]
+        for n, name, proxy, _ in running:
+            if name == "airgate":
+                out[n]["peak_rss"] = proxy.peak_rss_mb()
+    finally:
+        for _, _, proxy, _ in running:
+            stop(proxy.proc)
+    for n in (10, big):
+        log(f"7-scale {n} routes: airgate {out[n]['rps']:.0f} r/s, nginx {out[n]['nginx_rps']:.0f} r/s, "
+            f"rebuild {out[n]['rebuild_ms']:.1f} ms")
     return out
 
 
@@ -909,8 +931,12 @@ def report(env, results, meta):
                 f"nginx: {ratio(r[big]['nginx_rps'], r[10]['nginx_rps'])}. Rebuild time is the mean of "
                 "`airgate_config_reload_duration_seconds` (translate + publish) for the reload the change caused; "
                 "the change-to-route time also includes the file watcher's debounce. Each proxy gets a "
-                f"{SCALE_WARMUP_S}s pass over every prefix before the measured run (first-use state, such as "
-                "a route's metric children, is built then).", ""]
+                f"{SCALE_WARMUP_S}s pass over every prefix first (first-use state, such as a route's metrics, "
+                f"is built then). Req/s and CPU are the median of {r['rounds']} round{'s' * (r['rounds'] != 1)} of {r['round_secs']}s: "
+                "the four proxies run side by side and are loaded in turn, each round, so a slow spell of the "
+                "machine hits them alike. Rounds, airgate at 10 / at "
+                f"{big:,} routes: {rounds_text(r[10].get('rps_rounds'))} / {rounds_text(r[big].get('rps_rounds'))}; "
+                f"nginx: {rounds_text(r[10].get('nginx_rps_rounds'))} / {rounds_text(r[big].get('nginx_rps_rounds'))}.", ""]
     if "zone" in results:
         r = results["zone"]
         a, n = r["airgate"], r["nginx"]
