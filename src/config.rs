@@ -330,6 +330,21 @@ impl Config {
         self.vhosts.get(*idx)
     }
 
+    /// Every route of the snapshot (a route shared by several hosts or paths may come
+    /// more than once).
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.vhosts
+            .iter()
+            .flat_map(|v| {
+                v.exact
+                    .values()
+                    .chain(v.prefix.values())
+                    .chain(v.regex.iter())
+                    .chain(v.fallback.iter())
+            })
+            .chain(self.default_route.iter())
+    }
+
     /// The route for a request: Exact beats regex beats Prefix, longest prefix wins,
     /// then the host's fallback, then the global default backend.
     pub fn find_route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {

@@ -50,6 +50,13 @@ impl Runtime {
     /// delay anything (requests still holding it keep it alive anyway).
     pub fn swap_in(&self, config: Config) -> (u64, Arc<Snapshot>) {
         let zones = self.zones.link(&config.zones);
+        // Every route takes hold of its metrics now: a route that stays across the
+        // reload keeps counting where it was, and metrics no snapshot holds any more
+        // (a deleted route's) are dropped at the next scrape, as ingress-nginx drops a
+        // deleted Ingress's metrics.
+        for route in config.routes() {
+            route.metrics.attach(&route.name);
+        }
         let generation = self.current.load().generation + 1;
         let previous = self.current.swap(Arc::new(Snapshot {
             config,

@@ -419,3 +419,79 @@ async fn single_file_config_survives_repeated_rename_saves() {
     }
     println!("worst change-to-served latency: {worst:?}");
 }
+
+/// Per-route metrics follow the configuration: a route that stays across a reload keeps
+/// counting where it was, and a deleted route's series leave `/metrics`, as ingress-nginx
+/// drops a deleted Ingress's metrics.
+#[tokio::test]
+async fn route_metrics_follow_the_routes_across_reloads() {
+    let backend = Backend::start("m").await;
+    let url = format!("http://{}", backend.addr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        airroute(
+            "metrics",
+            "m",
+            &[("/kept/", url.clone()), ("/gone/", url.clone())],
+        ),
+    )
+    .expect("write");
+    let ag = Airgate::serve(dir.path(), &[]).await;
+    let c = client();
+    for path in ["/kept/x", "/gone/x"] {
+        let resp = c.get(ag.url(path)).send().await.expect("request");
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.bytes().await.expect("body");
+    }
+    // Counted when the response body ends, which may trail the client by a moment.
+    let counts = |text: &str| -> Vec<(String, f64)> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("airgate_requests_total{route=\"airroute/metrics/m/"))
+            .filter_map(|l| {
+                let (labels, value) = l.rsplit_once(' ')?;
+                let (route, status) = labels.split_once("\",")?;
+                let value: f64 = value.parse().ok()?;
+                (status == "status=\"200\"}").then(|| (route.to_string(), value))
+            })
+            .collect()
+    };
+    let metrics_url = ag.admin_url("/metrics");
+    let (ok, _, text) = poll(&c, &metrics_url, Duration::from_secs(5), |_, t| {
+        counts(t).len() == 2 && counts(t).iter().all(|(_, n)| *n == 1.0)
+    })
+    .await;
+    assert!(ok, "both routes should have counted one request:\n{text}");
+
+    write_atomically(&file, &airroute("metrics", "m", &[("/kept/", url)]));
+    let (ok, status, _) = poll(&c, &ag.url("/gone/x"), Duration::from_secs(5), |s, _| {
+        s == 404
+    })
+    .await;
+    assert!(ok, "the deleted route still answered: {status}");
+    // A scrape between the reload and the kept route's next request: the kept route
+    // is still listed (the new snapshot holds its metrics), the deleted one is not.
+    let text = c
+        .get(&metrics_url)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(counts(&text).len(), 1, "{text}");
+    assert_eq!(counts(&text)[0].1, 1.0, "{text}");
+    let resp = c.get(ag.url("/kept/x")).send().await.expect("request");
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.expect("body");
+    let (ok, _, text) = poll(&c, &metrics_url, Duration::from_secs(5), |_, t| {
+        let counts = counts(t);
+        counts.len() == 1 && counts[0].1 == 2.0
+    })
+    .await;
+    assert!(
+        ok,
+        "the kept route should count on (2) and the deleted one be gone:\n{text}"
+    );
+}

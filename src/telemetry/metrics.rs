@@ -253,6 +253,12 @@ impl RouteMetrics {
         self.stats.get_or_init(|| metrics().routes.get(route))
     }
 
+    /// Look the stats up now rather than at the first request. Called when a snapshot
+    /// is published: while any published route holds its stats, they are exported.
+    pub fn attach(&self, route: &str) {
+        self.stats(route);
+    }
+
     /// Count one finished request of `route` and observe its duration.
     pub fn finished(&self, route: &str, status: u16, elapsed: std::time::Duration) {
         self.stats(route).finished(status, elapsed);

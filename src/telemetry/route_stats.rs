@@ -254,13 +254,16 @@ impl Collector for RouteStatsTable {
 
     fn collect(&self) -> Vec<proto::MetricFamily> {
         // Copy the table out, so requests meeting a new route never wait for a scrape.
-        let routes: Vec<(Arc<str>, Arc<RouteStats>)> = self
-            .by_route
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(name, stats)| (Arc::clone(name), Arc::clone(stats)))
-            .collect();
+        // Stats only the table holds belong to no published route (and no request in
+        // flight): the route was deleted, so its series go (see `RouteMetrics::attach`).
+        let routes: Vec<(Arc<str>, Arc<RouteStats>)> = {
+            let mut by_route = self.by_route.lock().unwrap_or_else(|p| p.into_inner());
+            by_route.retain(|_, stats| Arc::strong_count(stats) > 1);
+            by_route
+                .iter()
+                .map(|(name, stats)| (Arc::clone(name), Arc::clone(stats)))
+                .collect()
+        };
         let mut requests = Vec::new();
         let mut request_duration = Vec::new();
         let mut upstream_duration = Vec::new();
@@ -348,9 +351,11 @@ mod tests {
     #[test]
     fn stats_are_kept_by_name_across_rebuilds() {
         let table = RouteStatsTable::default();
+        // What the routes of two snapshots hold (`RouteMetrics`).
+        let (a, b) = (table.get("a"), table.get("b"));
+        a.finished(200, Duration::from_millis(1));
         table.get("a").finished(200, Duration::from_millis(1));
-        table.get("a").finished(200, Duration::from_millis(1));
-        table.get("b").upstream(Duration::from_millis(1));
+        b.upstream(Duration::from_millis(1));
         assert_eq!(table.get("a").requests(200), 2);
         let families = table.collect();
         let names: Vec<_> = families.iter().map(|f| f.name().to_string()).collect();
@@ -367,5 +372,23 @@ mod tests {
         assert_eq!(families[1].get_metric().len(), 1);
         assert_eq!(families[2].get_metric().len(), 1);
         assert_eq!(families[2].get_metric()[0].get_label()[0].value(), "b");
+    }
+
+    #[test]
+    fn stats_no_route_holds_are_dropped_at_the_scrape() {
+        let table = RouteStatsTable::default();
+        let kept = table.get("kept");
+        kept.finished(200, Duration::from_millis(1));
+        table.get("gone").finished(200, Duration::from_millis(1));
+        let families = table.collect();
+        let routes: Vec<_> = families[0]
+            .get_metric()
+            .iter()
+            .map(|m| m.get_label()[0].value().to_string())
+            .collect();
+        assert_eq!(routes, ["kept"]);
+        // The held block is the same one: its count goes on.
+        assert!(Arc::ptr_eq(&kept, &table.get("kept")));
+        assert_eq!(table.get("gone").requests(200), 0);
     }
 }
