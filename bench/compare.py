@@ -58,16 +58,18 @@ def main():
 
         # The scenario functions describe their targets through three_way(); take the
         # start and load functions from there instead of measuring three ways.
+        def start_with(binary, start):
+            """Run `start` with `binary` as the airgate the harness starts."""
+            env.airgate = binary
+            try:
+                return start()
+            finally:
+                env.airgate = a.airgate
+
         def targets_of(_env, _name, _direct, start_nginx, start_airgate, load_for, _latency):
-            def start_second():
-                env.airgate = a.airgate2
-                try:
-                    return start_airgate()
-                finally:
-                    env.airgate = a.airgate
             starts = {"airgate": start_airgate}
             if a.airgate2:
-                starts["airgate2"] = start_second
+                starts["airgate2"] = lambda: start_with(a.airgate2, start_airgate)
             else:
                 starts["nginx"] = start_nginx
             interleave({name: (start, load_for) for name, start in starts.items()})
@@ -76,19 +78,13 @@ def main():
         def interleave(targets):
             """Start every target, then load them in turn, round after round, recording
             CPU per request. `targets`: name -> (start(), load_for(proxy) -> load(secs))."""
-            procs = {name: (start(), load_for) for name, (start, load_for) in targets.items()}
+            procs = {}
             try:
-                for _ in range(a.rounds):
-                    for name, (proxy, load_for) in procs.items():
-                        load = load_for(proxy)
-                        load(1)
-                        u0, s0 = H.cpu_split(proxy.proc)
-                        r = load(a.seconds)
-                        u1, s1 = H.cpu_split(proxy.proc)
-                        n = max(1, r["requests"])
-                        rows.setdefault(name, []).append(
-                            {"rps": r["rps"], "cpu": (u1 - u0 + s1 - s0) / n * 1e6,
-                             "user": (u1 - u0) / n * 1e6, "sys": (s1 - s0) / n * 1e6})
+                for name, (start, load_for) in targets.items():
+                    proxy = start()
+                    procs[name] = (proxy, load_for(proxy))
+                for name, samples in H.interleaved_rounds(procs, a.rounds, a.seconds).items():
+                    rows.setdefault(name, []).extend(samples)
             finally:
                 for proxy, _ in procs.values():
                     H.stop(proxy.proc)
@@ -104,11 +100,8 @@ def main():
                     f.write(H.ROUTES_LUA.replace("@@N@@", str(n)))
 
                 def ag(d=d, n=n, binary=a.airgate, label="scale"):
-                    env.airgate = binary
-                    try:
-                        return H.start_airgate(env, f"{label}-{n}", config_dir=d, probe="/air-0/hello", timeout=300)
-                    finally:
-                        env.airgate = a.airgate
+                    return start_with(binary, lambda: H.start_airgate(
+                        env, f"{label}-{n}", config_dir=d, probe="/air-0/hello", timeout=300))
 
                 def ng(n=n):
                     locs = "".join(H.ng_location(f"/ing-{i}/") + H.ng_location(f"/air-{i}/") for i in range(n // 2))

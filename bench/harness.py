@@ -682,6 +682,26 @@ def reload_stats(metrics_text):
     return (float(s.group(1)) if s else 0.0, int(c.group(1)) if c else 0)
 
 
+def interleaved_rounds(targets, rounds, secs, warm=True):
+    """Load running proxies in turn, round after round, so a slow spell of a shared
+    machine hits them alike. `targets`: key -> (Proxy, load(secs) -> wrk result); with
+    `warm`, each turn starts with 1 s of load (the others ran meanwhile). Returns key ->
+    one sample per round: req/s and CPU µs per request, in all and split user / system."""
+    samples = {}
+    for _ in range(rounds):
+        for key, (proxy, load) in targets.items():
+            if warm:
+                load(1)
+            u0, s0 = cpu_split(proxy.proc)
+            r = load(secs)
+            u1, s1 = cpu_split(proxy.proc)
+            n = max(1, r["requests"])
+            samples.setdefault(key, []).append(
+                {"rps": r["rps"], "cpu": (u1 - u0 + s1 - s0) / n * 1e6,
+                 "user": (u1 - u0) / n * 1e6, "sys": (s1 - s0) / n * 1e6})
+    return samples
+
+
 def rounds_text(values):
     return ", ".join(f"{v:,.0f}" for v in values or [])
 
@@ -736,21 +756,18 @@ def scenario_scale(env):
             out[n]["nginx_startup_s"] = time.monotonic() - t0
             wrk(f"http://{HOST}:{ng.http}/", warmup, script=script)
             out[n]["nginx_rss"] = ng.rss_mb()
-        samples = {}
-        for _ in range(rounds):
-            for n, name, proxy, script in running:
-                url = f"http://{HOST}:{proxy.http}/"
-                if not env.smoke:
-                    wrk(url, 1, script=script)  # the other proxies ran meanwhile: warm again
-                cpu0 = proxy.cpu()
-                sat = wrk(url, round_secs, script=script)
-                samples.setdefault((n, name), []).append(
-                    (sat["rps"], (proxy.cpu() - cpu0) / max(1, sat["requests"]) * 1e6))
+        def load_for(proxy, script):
+            url = f"http://{HOST}:{proxy.http}/"
+            return lambda secs: wrk(url, secs, script=script)
+
+        samples = interleaved_rounds(
+            {(n, name): (proxy, load_for(proxy, script)) for n, name, proxy, script in running},
+            rounds, round_secs, warm=not env.smoke)
         for (n, name), rs in samples.items():
             prefix = "" if name == "airgate" else "nginx_"
-            out[n][prefix + "rps"] = statistics.median(r[0] for r in rs)
-            out[n][prefix + "cpu_us"] = statistics.median(r[1] for r in rs)
-            out[n][prefix + "rps_rounds"] = [r[0] for r in rs]
+            out[n][prefix + "rps"] = statistics.median(r["rps"] for r in rs)
+            out[n][prefix + "cpu_us"] = statistics.median(r["cpu"] for r in rs)
+            out[n][prefix + "rps_rounds"] = [r["rps"] for r in rs]
         for n, name, proxy, _ in running:
             if name == "airgate":
                 out[n]["peak_rss"] = proxy.peak_rss_mb()

@@ -9,9 +9,9 @@
 //! status counters), with plain atomic adds. A [`Collector`] turns them into the usual
 //! families when `/metrics` is scraped.
 //!
-//! Counts are kept by route name for the life of the process, like the children of a
-//! labelled prometheus vector: a reconfiguration that rebuilds a route keeps counting
-//! where it was, so counters never go backwards.
+//! Counts are kept by route name: a reconfiguration that rebuilds a route keeps
+//! counting where it was, so counters never go backwards. Counts that no published route
+//! holds any more (a deleted route's) are dropped at the next scrape.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -158,13 +158,17 @@ impl RouteStats {
 
     /// Requests answered with `status` so far.
     pub fn requests(&self, status: u16) -> u64 {
-        let more = self.more_statuses.lock().unwrap_or_else(|p| p.into_inner());
-        self.statuses
-            .counts()
-            .chain(more.iter().copied())
+        self.status_counts()
+            .into_iter()
             .filter(|(s, _)| *s == status)
             .map(|(_, n)| n)
             .sum()
+    }
+
+    /// (status, requests) for every status answered so far, slots and overflow alike.
+    fn status_counts(&self) -> Vec<(u16, u64)> {
+        let more = self.more_statuses.lock().unwrap_or_else(|p| p.into_inner());
+        self.statuses.counts().chain(more.iter().copied()).collect()
     }
 }
 
@@ -268,12 +272,7 @@ impl Collector for RouteStatsTable {
         let mut request_duration = Vec::new();
         let mut upstream_duration = Vec::new();
         for (route, stats) in &routes {
-            let more = stats
-                .more_statuses
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            for (status, n) in stats.statuses.counts().chain(more) {
+            for (status, n) in stats.status_counts() {
                 let mut counter = proto::Counter::default();
                 counter.set_value(n as f64);
                 let mut m = proto::Metric::default();
