@@ -6,8 +6,10 @@ this file only orchestrates processes and measures. Standard library only.
 
 Layout of every comparison: one fast backend (examples/bench_backend.rs) and the load
 generator share CPU 1; the proxy under test (nginx with one worker, or airgate with one
-worker thread) runs alone on CPU 0. Each scenario starts a fresh proxy with that
-scenario's configuration, so peak RSS and CPU time belong to that scenario only.
+worker thread) runs on CPU 0. Each scenario starts a fresh nginx and a fresh airgate with
+that scenario's configuration, so peak RSS and CPU time belong to that scenario only.
+Both run for the whole scenario and are loaded in turn, round after round, so a slow
+spell of a shared machine hits both alike; only the one under load uses CPU 0.
 """
 import argparse
 import base64
@@ -397,56 +399,58 @@ def ng_location(path, strip=False, extra=""):
 # ---------------------------------------------------------------- measurement of one target
 
 
-def measure(env, proxy, load, rate):
-    """Saturation then fixed-rate latency for one target; `proxy` None means direct."""
-    res = {}
-    if not env.smoke:
-        load(1)  # warm connections, caches and the upstream pool
-    u0, s0 = cpu_split(proxy.proc) if proxy else (0.0, 0.0)
-    sat = load(env.secs)
-    u1, s1 = cpu_split(proxy.proc) if proxy else (0.0, 0.0)
-    res["rps"] = sat["rps"]
-    res["requests"] = sat["requests"]
-    if proxy:
-        per_request = 1e6 / max(1, sat["requests"])
-        res["cpu_us"] = (u1 - u0 + s1 - s0) * per_request
-        res["user_us"] = (u1 - u0) * per_request
-        res["sys_us"] = (s1 - s0) * per_request
-    res["lat"] = rate(res) if rate else None
-    if proxy:
-        res["rss"] = proxy.peak_rss_mb()
-    return res
+# Scenarios 1-4: the three targets run side by side and are loaded in turn, round after
+# round (saturation, then fixed-rate latency), and each figure is the median round, so a
+# slow spell of a shared machine hits every target alike instead of deciding a ratio.
+RR_ROUNDS = 3
+RR_ROUND_S = 5
+
+
+def median_rounds(samples):
+    """Median req/s and CPU figures of one target's interleaved rounds, with the rounds."""
+    out = {"rps": statistics.median(r["rps"] for r in samples),
+           "rps_rounds": [r["rps"] for r in samples]}
+    if samples[0].get("cpu") is not None:
+        out["cpu_us"] = statistics.median(r["cpu"] for r in samples)
+        out["user_us"] = statistics.median(r["user"] for r in samples)
+        out["sys_us"] = statistics.median(r["sys"] for r in samples)
+    return out
 
 
 def three_way(env, name, direct_load, start_nginx_fn, start_airgate_fn, load_for, latency_for):
     """Run one scenario direct, through nginx and through airgate.
 
-    `load_for(target_port_info)` returns a saturating load function(secs)->{rps,requests};
-    `latency_for(info, rate)` returns {p50,p99} at `rate`. The fixed rate is half of
-    nginx's saturation, the same for all three targets."""
-    out = {}
-    out["direct"] = measure(env, None, direct_load, None)
-    ng = start_nginx_fn()
+    `load_for(proxy)` returns a saturating load function(secs)->{rps,requests} (proxy
+    None: direct); `latency_for(proxy, rate, secs)` returns {p50,p99} at `rate`. Both
+    proxies run for the whole scenario (the idle one uses no CPU) and the three targets
+    are loaded in turn: RR_ROUNDS rounds of saturation, then RR_ROUNDS rounds of latency
+    at a fixed rate, half of nginx's median saturation, the same for all three. Each
+    figure is the median round."""
+    rounds = 1 if env.smoke else RR_ROUNDS
+    secs = env.secs if env.smoke else RR_ROUND_S
+    proxies = {}
     try:
-        out["nginx"] = measure(env, ng, load_for(ng), None)
+        proxies["nginx"] = start_nginx_fn()
+        proxies["airgate"] = start_airgate_fn()
+        targets = {"direct": (None, direct_load)}
+        targets.update((k, (p, load_for(p))) for k, p in proxies.items())
+        samples = interleaved_rounds(targets, rounds, secs, warm=not env.smoke)
+        out = {t: median_rounds(rs) for t, rs in samples.items()}
+        rate = out["nginx"]["rps"] / 2
+        out["rate"] = rate
+        lats = {}
+        for _ in range(rounds):
+            for t in targets:
+                lats.setdefault(t, []).append(latency_for(proxies.get(t), rate, secs))
+        for t, ls in lats.items():
+            out[t]["lat"] = {"p50": statistics.median(x["p50"] for x in ls),
+                             "p99": statistics.median(x["p99"] for x in ls),
+                             "p99_rounds": [x["p99"] for x in ls]}
+        for t, p in proxies.items():
+            out[t]["rss"] = p.peak_rss_mb()
     finally:
-        pass
-    rate = out["nginx"]["rps"] / 2
-    lat_secs = env.secs
-    out["rate"] = rate
-    try:
-        out["nginx"]["lat"] = latency_for(ng, rate, lat_secs)
-        out["nginx"]["rss"] = ng.peak_rss_mb()
-    finally:
-        stop(ng.proc)
-    out["direct"]["lat"] = latency_for(None, rate, lat_secs)
-    ag = start_airgate_fn()
-    try:
-        out["airgate"] = measure(env, ag, load_for(ag), None)
-        out["airgate"]["lat"] = latency_for(ag, rate, lat_secs)
-        out["airgate"]["rss"] = ag.peak_rss_mb()
-    finally:
-        stop(ag.proc)
+        for p in proxies.values():
+            stop(p.proc)
     log(f"{name}: " + ", ".join(f"{k} {v['rps']:.0f} r/s" for k, v in out.items() if isinstance(v, dict)))
     return out
 
@@ -555,28 +559,37 @@ def pct(xs, q):
 
 
 def scenario_sse(env):
+    """One stream at a time, direct, through nginx and through airgate in turn, for
+    RR_ROUNDS rounds with both proxies running; each figure is the median round (a p99
+    of 200 events is the second-worst event, which one slow spell of the VM decides)."""
     n = 50 if env.smoke else 200
+    rounds = 1 if env.smoke else RR_ROUNDS
     path = f"/stream/sse?n={n}&ms=10"
-    out = {}
+    proxies = {}
 
     def run(port):
         d = sse_delays(port, path, n, timeout=n * 0.01 + 30)
         return {"p50": pct(d, 50), "p99": pct(d, 99), "events": len(d)}
 
-    out["direct"] = run(env.backend_port)
-    ng = start_nginx(env, "5-sse", "", ng_location("/stream/"), probe="/stream/hello")
+    per_round = {}
     try:
-        out["nginx"] = run(ng.http)
-        out["nginx"]["rss"] = ng.peak_rss_mb()
+        proxies["nginx"] = start_nginx(env, "5-sse", "", ng_location("/stream/"), probe="/stream/hello")
+        proxies["airgate"] = start_airgate(
+            env, "5-sse", airroute("stream", ag_route(env, "/stream/", extra="streaming: true")),
+            probe="/stream/hello")
+        ports = {"direct": env.backend_port, "nginx": proxies["nginx"].http, "airgate": proxies["airgate"].http}
+        for _ in range(rounds):
+            for t, port in ports.items():
+                per_round.setdefault(t, []).append(run(port))
+        out = {t: {"p50": statistics.median(r["p50"] for r in rs),
+                   "p99": statistics.median(r["p99"] for r in rs),
+                   "p99_rounds": [r["p99"] for r in rs], "events": n}
+               for t, rs in per_round.items()}
+        for t, p in proxies.items():
+            out[t]["rss"] = p.peak_rss_mb()
     finally:
-        stop(ng.proc)
-    ag = start_airgate(env, "5-sse", airroute("stream", ag_route(env, "/stream/", extra="streaming: true")),
-                       probe="/stream/hello")
-    try:
-        out["airgate"] = run(ag.http)
-        out["airgate"]["rss"] = ag.peak_rss_mb()
-    finally:
-        stop(ag.proc)
+        for p in proxies.values():
+            stop(p.proc)
     for k in ("nginx", "airgate"):
         out[k]["added_p50"] = out[k]["p50"] - out["direct"]["p50"]
         out[k]["added_p99"] = out[k]["p99"] - out["direct"]["p99"]
@@ -684,14 +697,18 @@ def reload_stats(metrics_text):
 
 def interleaved_rounds(targets, rounds, secs, warm=True):
     """Load running proxies in turn, round after round, so a slow spell of a shared
-    machine hits them alike. `targets`: key -> (Proxy, load(secs) -> wrk result); with
-    `warm`, each turn starts with 1 s of load (the others ran meanwhile). Returns key ->
-    one sample per round: req/s and CPU µs per request, in all and split user / system."""
+    machine hits them alike. `targets`: key -> (Proxy, or None for direct, and
+    load(secs) -> wrk result); with `warm`, each turn starts with 1 s of load (the others
+    ran meanwhile). Returns key -> one sample per round: req/s and CPU µs per request, in
+    all and split user / system (None for direct)."""
     samples = {}
     for _ in range(rounds):
         for key, (proxy, load) in targets.items():
             if warm:
                 load(1)
+            if proxy is None:  # direct to the backend: no proxy CPU to read
+                samples.setdefault(key, []).append({"rps": load(secs)["rps"], "cpu": None})
+                continue
             u0, s0 = cpu_split(proxy.proc)
             r = load(secs)
             u1, s1 = cpu_split(proxy.proc)
@@ -882,6 +899,13 @@ def table_rr(title, r, note=""):
         cells.insert(2, f"{ratio(cell('airgate', 'user_us'), cell(base, 'user_us'))} / "
                         f"{ratio(cell('airgate', 'sys_us'), cell(base, 'sys_us'))}")
         lines.append(f"| **airgate / {base}** | " + " | ".join(cells) + " |")
+    rounds = {t: r[t].get("rps_rounds") or [] for t in ("direct", "nginx", "airgate")}
+    if len(rounds["airgate"]) > 1:
+        p99s = {t: (r[t].get("lat") or {}).get("p99_rounds") or [] for t in rounds}
+        lines += ["", f"Each figure is the median of {len(rounds['airgate'])} rounds, the targets loaded in turn. "
+                  "Rounds, req/s: " + "; ".join(f"{t} {rounds_text(v)}" for t, v in rounds.items())
+                  + ". p99 ms: " + "; ".join(f"{t} {', '.join(f'{x:.3f}' for x in v)}" for t, v in p99s.items())
+                  + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -889,12 +913,16 @@ def report(env, results, meta):
     out = ["# airgate benchmark results", ""]
     out += [f"- date: {meta['date']}", f"- command: `{meta['command']}`",
             f"- machine: {meta['nproc']} CPUs, {meta['cpu']}, kernel {meta['kernel']}",
-            f"- airgate: commit {meta['commit']} (release build, `--worker-threads 1`, pinned to CPU {PROXY_CPU})",
+            f"- airgate: commit {meta['commit']} ({'debug' if env.smoke else 'release'} build, `--worker-threads 1`, pinned to CPU {PROXY_CPU})",
             f"- nginx: {meta['nginx']} (`worker_processes 1`, upstream keepalive, pinned to CPU {PROXY_CPU})",
             f"- backend: examples/bench_backend.rs (one thread) and load generators on CPU {LOAD_CPU}",
             f"- tools: {meta['tools']}",
-            f"- run length: {env.secs}s saturation per target{'' if env.smoke else ' after a 1s warm-up'}; "
-            f"fixed-rate latency {env.secs}s at half of nginx's saturation, corrected for coordinated omission",
+            (f"- run length: {env.secs}s saturation and {env.secs}s fixed-rate latency per target, one round"
+             if env.smoke else
+             f"- run length, scenarios 1-5: direct, nginx and airgate run side by side and are loaded in turn, "
+             f"{RR_ROUNDS} rounds of {RR_ROUND_S}s saturation (each after 1s of warm-up load), then "
+             f"{RR_ROUNDS} rounds of {RR_ROUND_S}s fixed-rate latency at half of nginx's median saturation, "
+             "corrected for coordinated omission; the tables give each target's median round"),
             ""]
     if env.smoke:
         out += ["**Smoke run: seconds-long runs, numbers are only a sign of life.**", ""]
@@ -922,6 +950,11 @@ def report(env, results, meta):
         for t in ("direct", "nginx", "airgate"):
             x = r[t]
             out.append(f"| {t} | {f(x['p50'], 3)} | {f(x['p99'], 3)} | {f(x.get('added_p50'), 3)} | {f(x.get('added_p99'), 3)} | {f(x.get('rss'), 1)} |")
+        if len(r["airgate"].get("p99_rounds") or []) > 1:
+            out += ["", f"Median of {len(r['airgate']['p99_rounds'])} rounds, one stream per target in turn. "
+                    "p99 ms per round: " + "; ".join(
+                        f"{t} {', '.join(f'{x:.3f}' for x in r[t]['p99_rounds'])}" for t in ("direct", "nginx", "airgate"))
+                    + "."]
         out.append("")
     if "bulk" in results:
         r = results["bulk"]
