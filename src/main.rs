@@ -4,8 +4,7 @@ use clap::Parser;
 
 use airgate::cli::{Cli, Command};
 
-/// See Cargo.toml: the static musl build brings its own allocator.
-#[cfg(target_env = "musl")]
+/// mimalloc on every target: see Cargo.toml and docs/operations.md ("Memory allocator").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
