@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -378,7 +379,8 @@ impl Upstreams {
             if !upgrade {
                 if let Some(sender) = self.checkout(&key) {
                     let replay = replayable(&request);
-                    match self.exchange(key.clone(), sender, request, wait).await {
+                    let pool_key = Some(key.clone());
+                    match self.exchange(pool_key, addr, sender, request, wait).await {
                         Ok(exchange) => return Ok(exchange),
                         Err((_, Some(returned))) => request = returned,
                         // A kept-alive connection the upstream closed as we reused it:
@@ -417,10 +419,7 @@ impl Upstreams {
                 self.remember_h2(key.clone(), h2.clone());
             }
             let pool_key = (!upgrade).then_some(key);
-            return match self
-                .exchange_fresh(pool_key, addr, sender, request, wait)
-                .await
-            {
+            return match self.exchange(pool_key, addr, sender, request, wait).await {
                 Ok(exchange) => Ok(exchange),
                 Err((e, _)) => Err(e),
             };
@@ -496,98 +495,68 @@ impl Upstreams {
         h2.insert(key, sender);
     }
 
-    /// Send on a pooled connection. On failure, the request comes back when it was never
+    /// Send `request` on `sender` (`pool_key`: the pool it goes back to, `None` for a
+    /// connection of its own). On failure, the request comes back when it was never
     /// written, so the caller can retry on a new connection.
-    async fn exchange(
-        self: &Arc<Self>,
-        key: PoolKey,
-        sender: Sender,
-        request: Request<ProxyBody>,
-        wait: &ResponseWait,
-    ) -> Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)> {
-        let addr = key.addr;
-        self.exchange_fresh(Some(key), addr, sender, request, wait)
-            .await
-    }
-
-    async fn exchange_fresh(
+    ///
+    /// Not an `async fn`: hyper queues the request as it is handed over, so that happens
+    /// here and the future holds only the response to wait for, not the request too.
+    fn exchange(
         self: &Arc<Self>,
         pool_key: Option<PoolKey>,
         addr: SocketAddr,
-        sender: Sender,
+        mut sender: Sender,
         request: Request<ProxyBody>,
         wait: &ResponseWait,
-    ) -> Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)> {
-        let read_timeout = wait.read_timeout;
-        match sender {
-            Sender::H1(mut h1) => {
-                let sent = tokio::select! {
-                    sent = h1.try_send_request(request) => Ok(sent),
-                    _ = wait.expired() => Err(()),
-                };
-                match sent {
-                    Err(_) => Err((
-                        UpstreamError::ResponseTimeout {
-                            addr,
-                            timeout: read_timeout,
-                        },
-                        None,
-                    )),
-                    Ok(Err(mut e)) => {
-                        let returned = e.take_message();
-                        Err((
-                            UpstreamError::Request {
-                                addr,
-                                source: e.into_error(),
-                            },
-                            returned,
-                        ))
-                    }
-                    Ok(Ok(response)) => Ok(Exchange {
-                        response,
+    ) -> impl Future<Output = Result<Exchange, (UpstreamError, Option<Request<ProxyBody>>)>> {
+        let response = match &mut sender {
+            Sender::H1(h1) => Either::Left(h1.try_send_request(request)),
+            Sender::H2(h2) => Either::Right(h2.try_send_request(request)),
+        };
+        async move {
+            let read_timeout = wait.read_timeout;
+            let sent = tokio::select! {
+                sent = response => Ok(sent),
+                _ = wait.expired() => Err(()),
+            };
+            match (sender, sent) {
+                (_, Err(_)) => Err((
+                    UpstreamError::ResponseTimeout {
                         addr,
-                        idle: pool_key.map(|key| IdleConn {
-                            pools: Arc::downgrade(self),
-                            key,
-                            sender: h1,
-                        }),
-                    }),
-                }
-            }
-            Sender::H2(mut h2) => {
-                let sent = tokio::select! {
-                    sent = h2.try_send_request(request) => Ok(sent),
-                    _ = wait.expired() => Err(()),
-                };
-                match sent {
-                    Err(_) => Err((
-                        UpstreamError::ResponseTimeout {
-                            addr,
-                            timeout: read_timeout,
-                        },
-                        None,
-                    )),
-                    Ok(Err(mut e)) => {
-                        let returned = e.take_message();
-                        if returned.is_some() {
-                            if let Some(key) = &pool_key {
-                                self.lock_h2().remove(key);
-                            }
+                        timeout: read_timeout,
+                    },
+                    None,
+                )),
+                (sender, Ok(Err(mut e))) => {
+                    let returned = e.take_message();
+                    // An h2 connection that hands the request back unsent is closed.
+                    if matches!(sender, Sender::H2(_)) && returned.is_some() {
+                        if let Some(key) = &pool_key {
+                            self.lock_h2().remove(key);
                         }
-                        Err((
-                            UpstreamError::Request {
-                                addr,
-                                source: e.into_error(),
-                            },
-                            returned,
-                        ))
                     }
-                    Ok(Ok(response)) => Ok(Exchange {
-                        response,
-                        addr,
-                        idle: None,
-                    }),
+                    Err((
+                        UpstreamError::Request {
+                            addr,
+                            source: e.into_error(),
+                        },
+                        returned,
+                    ))
                 }
+                (Sender::H1(h1), Ok(Ok(response))) => Ok(Exchange {
+                    response,
+                    addr,
+                    idle: pool_key.map(|key| IdleConn {
+                        pools: Arc::downgrade(self),
+                        key,
+                        sender: h1,
+                    }),
+                }),
+                (Sender::H2(_), Ok(Ok(response))) => Ok(Exchange {
+                    response,
+                    addr,
+                    idle: None,
+                }),
             }
         }
     }
