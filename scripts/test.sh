@@ -21,6 +21,9 @@ export AIRGATE_CACHE="${AIRGATE_CACHE:-$HOME/.cache/airgate}"
 mkdir -p "$AIRGATE_CACHE"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$AIRGATE_CACHE/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# CI builds each source once; incremental caches would only grow the shared target dir
+# (11 GiB of them were found there, on a machine whose disk had filled).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 # Tests start their own airgate processes; the caller's flag twins must not leak in.
 # (Test knobs such as AIRGATE_CHROMIUM are kept.)
 for name in CONFIG HTTP_ADDR HTTPS_ADDR ADMIN_ADDR INGRESS_CLASS LOG_FORMAT ACCESS_LOG \
@@ -90,6 +93,25 @@ musl_build() {
   fi
 }
 
+# The target dir is shared by every clone (CARGO_TARGET_DIR above), and each source
+# change links new test executables, a few hundred MiB each with debug info, beside the
+# old ones until the disk fills. Keep only the ones this build made.
+prune_stale_test_binaries() {
+  local deps="$CARGO_TARGET_DIR/debug/deps" current exe stem old
+  current=$(cargo test --all-targets --no-run --message-format=json 2>/dev/null |
+    grep -o '"executable":"[^"]*"' | cut -d'"' -f4) || return 0
+  for exe in $current; do
+    [ "$(dirname "$exe")" = "$deps" ] || continue
+    stem=$(basename "$exe")
+    stem=${stem%-*}
+    for old in "$deps/$stem"-????????????????; do
+      if [ -f "$old" ] && ! grep -qxF "$old" <<<"$current"; then
+        rm -f "$old" "$old.d"
+      fi
+    done
+  done
+}
+
 step "rust components" install_rust_components
 step "system packages" install_apt_packages
 step "cargo fmt --check" cargo fmt --all -- --check
@@ -98,6 +120,7 @@ if [ -f e2e/harness/build.sh ] && [ "${SKIP_E2E_BUILD:-0}" != 1 ]; then
   step "e2e harness build" bash e2e/harness/build.sh
 fi
 step "cargo test" cargo test --all-targets
+step "prune stale test executables" prune_stale_test_binaries
 if [ -f bench/smoke.sh ] && [ "${SKIP_BENCH:-0}" != 1 ]; then
   step "bench smoke" bash bench/smoke.sh
 fi
