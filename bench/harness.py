@@ -13,6 +13,7 @@ spell of a shared machine hits both alike; only the one under load uses CPU 0.
 """
 import argparse
 import base64
+import contextlib
 import json
 import os
 import platform
@@ -406,6 +407,20 @@ RR_ROUNDS = 3
 RR_ROUND_S = 5
 
 
+@contextlib.contextmanager
+def side_by_side(start_nginx_fn, start_airgate_fn):
+    """nginx and airgate running together for one scenario, as {"nginx", "airgate"} ->
+    Proxy; both stopped afterwards, also when the scenario fails."""
+    proxies = {}
+    try:
+        proxies["nginx"] = start_nginx_fn()
+        proxies["airgate"] = start_airgate_fn()
+        yield proxies
+    finally:
+        for p in proxies.values():
+            stop(p.proc)
+
+
 def median_rounds(samples):
     """Median req/s and CPU figures of one target's interleaved rounds, with the rounds."""
     out = {"rps": statistics.median(r["rps"] for r in samples),
@@ -428,10 +443,7 @@ def three_way(env, name, direct_load, start_nginx_fn, start_airgate_fn, load_for
     figure is the median round."""
     rounds = 1 if env.smoke else RR_ROUNDS
     secs = env.secs if env.smoke else RR_ROUND_S
-    proxies = {}
-    try:
-        proxies["nginx"] = start_nginx_fn()
-        proxies["airgate"] = start_airgate_fn()
+    with side_by_side(start_nginx_fn, start_airgate_fn) as proxies:
         targets = {"direct": (None, direct_load)}
         targets.update((k, (p, load_for(p))) for k, p in proxies.items())
         samples = interleaved_rounds(targets, rounds, secs, warm=not env.smoke)
@@ -448,9 +460,6 @@ def three_way(env, name, direct_load, start_nginx_fn, start_airgate_fn, load_for
                              "p99_rounds": [x["p99"] for x in ls]}
         for t, p in proxies.items():
             out[t]["rss"] = p.peak_rss_mb()
-    finally:
-        for p in proxies.values():
-            stop(p.proc)
     log(f"{name}: " + ", ".join(f"{k} {v['rps']:.0f} r/s" for k, v in out.items() if isinstance(v, dict)))
     return out
 
@@ -565,18 +574,15 @@ def scenario_sse(env):
     n = 50 if env.smoke else 200
     rounds = 1 if env.smoke else RR_ROUNDS
     path = f"/stream/sse?n={n}&ms=10"
-    proxies = {}
-
     def run(port):
         d = sse_delays(port, path, n, timeout=n * 0.01 + 30)
         return {"p50": pct(d, 50), "p99": pct(d, 99), "events": len(d)}
 
     per_round = {}
-    try:
-        proxies["nginx"] = start_nginx(env, "5-sse", "", ng_location("/stream/"), probe="/stream/hello")
-        proxies["airgate"] = start_airgate(
-            env, "5-sse", airroute("stream", ag_route(env, "/stream/", extra="streaming: true")),
-            probe="/stream/hello")
+    with side_by_side(
+            lambda: start_nginx(env, "5-sse", "", ng_location("/stream/"), probe="/stream/hello"),
+            lambda: start_airgate(env, "5-sse", airroute("stream", ag_route(env, "/stream/", extra="streaming: true")),
+                                  probe="/stream/hello")) as proxies:
         ports = {"direct": env.backend_port, "nginx": proxies["nginx"].http, "airgate": proxies["airgate"].http}
         for _ in range(rounds):
             for t, port in ports.items():
@@ -587,9 +593,6 @@ def scenario_sse(env):
                for t, rs in per_round.items()}
         for t, p in proxies.items():
             out[t]["rss"] = p.peak_rss_mb()
-    finally:
-        for p in proxies.values():
-            stop(p.proc)
     for k in ("nginx", "airgate"):
         out[k]["added_p50"] = out[k]["p50"] - out["direct"]["p50"]
         out[k]["added_p99"] = out[k]["p99"] - out["direct"]["p99"]
@@ -784,9 +787,7 @@ def scenario_scale(env):
             rounds, round_secs, warm=not env.smoke)
         for (n, name), rs in samples.items():
             prefix = "" if name == "airgate" else "nginx_"
-            out[n][prefix + "rps"] = statistics.median(r["rps"] for r in rs)
-            out[n][prefix + "cpu_us"] = statistics.median(r["cpu"] for r in rs)
-            out[n][prefix + "rps_rounds"] = [r["rps"] for r in rs]
+            out[n].update((prefix + k, v) for k, v in median_rounds(rs).items())
         for n, name, proxy, _ in running:
             if name == "airgate":
                 out[n]["peak_rss"] = proxy.peak_rss_mb()
