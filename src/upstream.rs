@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::config::{Endpoints, Upstream, UpstreamProtocol};
 
 mod dns;
+pub mod h1;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type on both sides of the proxy.
@@ -71,6 +72,18 @@ pub enum UpstreamError {
         addr: SocketAddr,
         source: hyper::Error,
     },
+    #[error("upstream {addr}: {source}")]
+    Io {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("upstream {addr}: {reason}")]
+    Protocol {
+        addr: SocketAddr,
+        reason: &'static str,
+    },
+    #[error("upstream {addr}: reading the request body: {source}")]
+    RequestBody { addr: SocketAddr, source: BoxError },
 }
 
 impl UpstreamError {
@@ -80,7 +93,11 @@ impl UpstreamError {
             UpstreamError::ResponseTimeout { .. } | UpstreamError::ConnectTimeout { .. } => {
                 "timeout"
             }
-            UpstreamError::Request { .. } | UpstreamError::Handshake { .. } => "protocol",
+            UpstreamError::Request { .. }
+            | UpstreamError::Handshake { .. }
+            | UpstreamError::Io { .. }
+            | UpstreamError::Protocol { .. }
+            | UpstreamError::RequestBody { .. } => "protocol",
             _ => "connect",
         }
     }
@@ -126,8 +143,50 @@ fn is_tls(p: UpstreamProtocol) -> bool {
 
 /// Idle HTTP/1.1 connections per endpoint, with the time they became idle.
 type IdlePool = HashMap<PoolKey, Vec<(Instant, http1::SendRequest<ProxyBody>)>, FastHash>;
+/// Idle connections of airgate's own HTTP/1.1 client ([`h1`], plain-HTTP upstreams)
+/// per endpoint, with the time they became idle.
+type IdleH1 = HashMap<SocketAddr, Vec<(Instant, h1::Conn)>, FastHash>;
 /// Pool keys come from configuration, not from clients: a fast hash is safe.
 type FastHash = foldhash::fast::RandomState;
+
+/// An upstream response body: from airgate's own HTTP/1.1 client, or from hyper's
+/// (TLS, HTTP/2, upgrades).
+#[derive(Debug)]
+pub enum ResponseBody {
+    H1(h1::RawBody),
+    Hyper(Incoming),
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::H1(body) => std::pin::Pin::new(body).poll_frame(cx),
+            ResponseBody::Hyper(body) => std::pin::Pin::new(body)
+                .poll_frame(cx)
+                .map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::H1(body) => body.is_end_stream(),
+            ResponseBody::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ResponseBody::H1(body) => body.size_hint(),
+            ResponseBody::Hyper(body) => body.size_hint(),
+        }
+    }
+}
 
 enum Sender {
     H1(http1::SendRequest<ProxyBody>),
@@ -225,11 +284,22 @@ impl Candidates {
 
 /// What a successful exchange returns.
 pub struct Exchange {
-    pub response: Response<Incoming>,
+    pub response: Response<ResponseBody>,
     pub addr: SocketAddr,
-    /// The HTTP/1.1 connection, to be given back with [`IdleConn::release`] once the
-    /// response body has been read to its end. Dropped instead, it is closed.
+    /// A hyper HTTP/1.1 connection, to be given back with [`IdleConn::release`] once
+    /// the response body has been read to its end. Dropped instead, it is closed.
+    /// (Connections of airgate's own client go back by themselves, from the body.)
     pub idle: Option<IdleConn>,
+}
+
+impl Exchange {
+    fn h1(response: Response<h1::RawBody>, addr: SocketAddr) -> Self {
+        Exchange {
+            response: response.map(ResponseBody::H1),
+            addr,
+            idle: None,
+        }
+    }
 }
 
 /// A kept-alive HTTP/1.1 connection whose response is still being read.
@@ -269,7 +339,8 @@ impl IdleConn {
 
 /// The upstream connection pools. Lives outside snapshots, for the whole process.
 pub struct Upstreams {
-    idle_h1: Mutex<IdlePool>,
+    idle_h1: Mutex<IdleH1>,
+    idle_hyper: Mutex<IdlePool>,
     h2: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>, FastHash>>,
     /// Recycles since the last sweep of dead and expired pool entries.
     recycled: AtomicUsize,
@@ -302,6 +373,7 @@ impl Upstreams {
     fn with_tls(tls_h1: Option<Arc<ClientConfig>>, tls_h2: Option<Arc<ClientConfig>>) -> Arc<Self> {
         Arc::new(Upstreams {
             idle_h1: Mutex::new(HashMap::default()),
+            idle_hyper: Mutex::new(HashMap::default()),
             h2: Mutex::new(HashMap::default()),
             recycled: AtomicUsize::new(0),
             dns: dns::DnsCache::default(),
@@ -366,6 +438,11 @@ impl Upstreams {
         } else {
             upstream.protocol
         };
+        if protocol == UpstreamProtocol::Http && !upgrade {
+            return self
+                .send_h1(upstream, request, connect_timeout, wait.read_timeout)
+                .await;
+        }
         let candidates = self.candidates(upstream, connect_timeout).await?;
         let mut last_error = None;
         for addr in candidates.iter() {
@@ -429,6 +506,90 @@ impl Upstreams {
         }))
     }
 
+    /// [`Upstreams::send`] for plain-HTTP upstreams, with airgate's own HTTP/1.1 client.
+    async fn send_h1(
+        self: &Arc<Self>,
+        upstream: &Upstream,
+        request: Request<ProxyBody>,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<Exchange, UpstreamError> {
+        let candidates = self.candidates(upstream, connect_timeout).await?;
+        let (parts, body) = request.into_parts();
+        let head = h1::Head::encode(&parts, &body);
+        drop(parts);
+        let mut body = Some(body);
+        let mut last_error = None;
+        for addr in candidates.iter() {
+            let home = h1::Home {
+                pools: Arc::downgrade(self),
+                addr,
+            };
+            if let Some(conn) = self.checkout_h1(addr) {
+                match h1::exchange(conn, &head, &mut body, true, read_timeout, home.clone()).await {
+                    Ok(response) => return Ok(Exchange::h1(response, addr)),
+                    // A kept-alive connection the upstream closed as we reused it.
+                    Err(h1::Failure::Retry(e)) => {
+                        tracing::debug!(%addr, error = %e, "reused connection failed; retrying on a new one");
+                    }
+                    Err(h1::Failure::Fatal(e)) => return Err(e),
+                }
+            }
+            let conn = match h1::Conn::connect(addr, connect_timeout).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::debug!(upstream = %upstream.name, error = %e, "connect failed, trying next endpoint");
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            return h1::exchange(conn, &head, &mut body, false, read_timeout, home)
+                .await
+                .map(|response| Exchange::h1(response, addr))
+                .map_err(h1::Failure::into_error);
+        }
+        Err(last_error.unwrap_or_else(|| UpstreamError::NoEndpoints {
+            upstream: upstream.name.to_string(),
+        }))
+    }
+
+    fn lock_h1(&self) -> std::sync::MutexGuard<'_, IdleH1> {
+        // As `lock_idle`: every critical section is a single insert/pop.
+        self.idle_h1.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<h1::Conn> {
+        let mut idle = self.lock_h1();
+        let list = idle.get_mut(&addr)?;
+        let now = Instant::now();
+        while let Some((since, conn)) = list.pop() {
+            if now.duration_since(since) < IDLE_TIMEOUT && conn.is_quiet() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Give back a connection of airgate's own client whose response has been read.
+    fn pool_h1(&self, addr: SocketAddr, conn: h1::Conn) {
+        let sweep = self.recycled.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0;
+        let now = Instant::now();
+        let mut idle = self.lock_h1();
+        if sweep {
+            idle.retain(|_, list| {
+                list.retain(|(since, conn)| {
+                    now.duration_since(*since) < IDLE_TIMEOUT && conn.is_quiet()
+                });
+                !list.is_empty()
+            });
+        }
+        let list = idle.entry(addr).or_default();
+        if list.len() >= MAX_IDLE_PER_KEY {
+            list.remove(0);
+        }
+        list.push((now, conn));
+    }
+
     fn tls_for(&self, protocol: UpstreamProtocol) -> Option<Arc<ClientConfig>> {
         if is_h2(protocol) {
             self.tls_h2.clone()
@@ -440,7 +601,7 @@ impl Upstreams {
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, IdlePool> {
         // A panic while holding the lock cannot leave the map inconsistent (every
         // critical section is a single insert/pop), so poisoning is ignored.
-        self.idle_h1.lock().unwrap_or_else(|p| p.into_inner())
+        self.idle_hyper.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_h2(
@@ -544,7 +705,7 @@ impl Upstreams {
                     ))
                 }
                 (Sender::H1(h1), Ok(Ok(response))) => Ok(Exchange {
-                    response,
+                    response: response.map(ResponseBody::Hyper),
                     addr,
                     idle: pool_key.map(|key| IdleConn {
                         pools: Arc::downgrade(self),
@@ -553,7 +714,7 @@ impl Upstreams {
                     }),
                 }),
                 (Sender::H2(_), Ok(Ok(response))) => Ok(Exchange {
-                    response,
+                    response: response.map(ResponseBody::Hyper),
                     addr,
                     idle: None,
                 }),

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::config::Route;
 use crate::telemetry::access::{self, AccessRecord};
-use crate::upstream::{BodySent, BoxError, IdleConn, ProxyBody};
+use crate::upstream::{BodySent, BoxError, IdleConn, ProxyBody, ResponseBody};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -163,7 +163,7 @@ impl Body for RequestBody {
 pin_project! {
     pub struct UpstreamBody {
         #[pin]
-        inner: Incoming,
+        inner: ResponseBody,
         read_timeout: Duration,
         timer: Option<Pin<Box<Sleep>>>,
         route: Arc<str>,
@@ -174,7 +174,7 @@ pin_project! {
 
 impl UpstreamBody {
     pub fn new(
-        inner: Incoming,
+        inner: ResponseBody,
         read_timeout: Duration,
         route: Arc<str>,
         idle: Option<IdleConn>,
@@ -224,7 +224,7 @@ impl Body for UpstreamBody {
                     .upstream_errors
                     .with_label_values(&[&**this.route, "protocol"])
                     .inc();
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 release(this.idle);
