@@ -179,10 +179,16 @@ fn content_length(value: &HeaderValue) -> Option<u64> {
     let mut found = None;
     for part in value.as_bytes().split(|&b| b == b',') {
         let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+        if part.is_empty() {
             return None;
         }
-        let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+        let mut n: u64 = 0;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        }
         if found.is_some_and(|f| f != n) {
             return None;
         }
