@@ -99,6 +99,25 @@ pub struct Upstream {
     pub next: AtomicUsize,
 }
 
+impl Upstream {
+    /// An upstream with no base path, Host override or TLS server name.
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        protocol: UpstreamProtocol,
+        endpoints: Endpoints,
+    ) -> Self {
+        Upstream {
+            name: name.into(),
+            protocol,
+            endpoints,
+            base_path: String::new(),
+            host_override: None,
+            tls_server_name: None,
+            next: AtomicUsize::new(0),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UpstreamProtocol {
     #[default]

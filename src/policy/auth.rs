@@ -550,15 +550,11 @@ mod tests {
     }
 
     fn hook(addr: SocketAddr, cache: bool) -> AuthHookPolicy {
-        let upstream = Upstream {
-            name: "hook".into(),
-            protocol: UpstreamProtocol::Http,
-            endpoints: Endpoints::Static(vec![addr]),
-            base_path: String::new(),
-            host_override: None,
-            tls_server_name: None,
-            next: AtomicUsize::new(0),
-        };
+        let upstream = Upstream::new(
+            "hook",
+            UpstreamProtocol::Http,
+            Endpoints::Static(vec![addr]),
+        );
         let path_and_query = "/internal/auth?v=1";
         AuthHookPolicy {
             id: format!("test/hook-{}", addr.port()).into(),
@@ -653,15 +649,11 @@ mod tests {
     async fn https_hooks_work_without_certificate_verification() {
         let server = tls_hook_server().await;
         let mut h = hook(server.addr, false);
-        h.upstream = Arc::new(Upstream {
-            protocol: UpstreamProtocol::Https,
-            endpoints: Endpoints::Static(vec![server.addr]),
-            name: "tls-hook".into(),
-            base_path: String::new(),
-            host_override: None,
-            tls_server_name: None,
-            next: AtomicUsize::new(0),
-        });
+        h.upstream = Arc::new(Upstream::new(
+            "tls-hook",
+            UpstreamProtocol::Https,
+            Endpoints::Static(vec![server.addr]),
+        ));
         let client = AuthClient::default();
         match ask(&client, &h, "good").await {
             AuthOutcome::Allow { copy } => assert_eq!(copy["x-user-id"], "u-42"),

@@ -191,9 +191,11 @@ impl<'a> Refs<'a> {
                 (PortRef::Name(_), None) => None,
             };
             return match (host.is_empty(), number.and_then(|n| u16::try_from(n).ok())) {
-                (false, Some(port)) if port != 0 => {
-                    Ok(new_upstream(label, protocol, Endpoints::Dns { host, port }))
-                }
+                (false, Some(port)) if port != 0 => Ok(Upstream::new(
+                    label,
+                    protocol,
+                    Endpoints::Dns { host, port },
+                )),
                 _ => Err(Unresolved {
                     status: 503,
                     message: format!(
@@ -262,7 +264,7 @@ impl<'a> Refs<'a> {
                 reason: "NoReadyEndpoints",
             });
         }
-        Ok(new_upstream(
+        Ok(Upstream::new(
             label,
             protocol,
             Endpoints::Static(addrs.into_iter().collect()),
@@ -307,18 +309,6 @@ fn copy_upstream(u: &Upstream) -> Upstream {
         base_path: u.base_path.clone(),
         host_override: u.host_override.clone(),
         tls_server_name: u.tls_server_name.clone(),
-        next: AtomicUsize::new(0),
-    }
-}
-
-fn new_upstream(name: String, protocol: UpstreamProtocol, endpoints: Endpoints) -> Upstream {
-    Upstream {
-        name: name.into(),
-        protocol,
-        endpoints,
-        base_path: String::new(),
-        host_override: None,
-        tls_server_name: None,
         next: AtomicUsize::new(0),
     }
 }

@@ -988,15 +988,11 @@ mod tests {
     }
 
     fn upstream(addr: SocketAddr) -> Upstream {
-        Upstream {
-            name: Arc::from("test/scripted"),
-            protocol: UpstreamProtocol::Http,
-            endpoints: Endpoints::Static(vec![addr]),
-            base_path: String::new(),
-            host_override: None,
-            tls_server_name: None,
-            next: AtomicUsize::new(0),
-        }
+        Upstream::new(
+            "test/scripted",
+            UpstreamProtocol::Http,
+            Endpoints::Static(vec![addr]),
+        )
     }
 
     fn get(path: &str) -> Request<ProxyBody> {

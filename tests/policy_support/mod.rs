@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -180,15 +179,11 @@ pub fn client() -> reqwest::Client {
 }
 
 pub fn upstream(addr: SocketAddr) -> Arc<Upstream> {
-    Arc::new(Upstream {
-        name: addr.to_string().into(),
-        protocol: UpstreamProtocol::Http,
-        endpoints: Endpoints::Static(vec![addr]),
-        base_path: String::new(),
-        host_override: None,
-        tls_server_name: None,
-        next: AtomicUsize::new(0),
-    })
+    Arc::new(Upstream::new(
+        addr.to_string(),
+        UpstreamProtocol::Http,
+        Endpoints::Static(vec![addr]),
+    ))
 }
 
 /// Builds a `Config` with one any-host virtual host of prefix routes.

@@ -198,15 +198,11 @@ pub fn upstream(addrs: Vec<SocketAddr>) -> Arc<Upstream> {
 }
 
 pub fn upstream_with(addrs: Vec<SocketAddr>, protocol: UpstreamProtocol) -> Arc<Upstream> {
-    Arc::new(Upstream {
-        name: Arc::from("test/backend"),
+    Arc::new(Upstream::new(
+        "test/backend",
         protocol,
-        endpoints: Endpoints::Static(addrs),
-        base_path: String::new(),
-        host_override: None,
-        tls_server_name: None,
-        next: AtomicUsize::new(0),
-    })
+        Endpoints::Static(addrs),
+    ))
 }
 
 pub fn prefix_route(
