@@ -679,8 +679,15 @@ impl RawBody {
     /// The body has been read to its end: give the connection back, if it can be used again.
     fn finish(&mut self) {
         self.state = State::Done;
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
         if self.keep_alive && conn.read.is_empty() {
+            // An idle connection keeps a head-sized buffer at most, not what a large
+            // body was read into.
+            if conn.read.capacity() > 2 * HEAD_READ {
+                conn.read = BytesMut::new();
+            }
             if let Some(pools) = self.home.pools.upgrade() {
                 pools.pool_h1(self.home.addr, conn);
             }
