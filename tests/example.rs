@@ -7,7 +7,7 @@ mod file_mode_harness;
 mod demo;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -16,7 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 use file_mode_harness::{Airgate, BIN, client};
 
 fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ai-stack")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("examples/ai-stack")
 }
 
 #[test]
