@@ -141,13 +141,62 @@ fn is_tls(p: UpstreamProtocol) -> bool {
     matches!(p, UpstreamProtocol::Https | UpstreamProtocol::H2)
 }
 
-/// Idle HTTP/1.1 connections per endpoint, with the time they became idle.
-type IdlePool = HashMap<PoolKey, Vec<(Instant, http1::SendRequest<ProxyBody>)>, FastHash>;
-/// Idle connections of airgate's own HTTP/1.1 client ([`h1`], plain-HTTP upstreams)
-/// per endpoint, with the time they became idle.
-type IdleH1 = HashMap<SocketAddr, Vec<(Instant, h1::Conn)>, FastHash>;
 /// Pool keys come from configuration, not from clients: a fast hash is safe.
 type FastHash = foldhash::fast::RandomState;
+
+/// Idle HTTP/1.1 connections per endpoint, each with the time it became idle: the
+/// newest is reused first, at most [`MAX_IDLE_PER_KEY`] are kept per endpoint, and none
+/// older than [`IDLE_TIMEOUT`] is reused.
+struct IdlePool<K, C> {
+    by_key: HashMap<K, Vec<(Instant, C)>, FastHash>,
+}
+
+impl<K, C> Default for IdlePool<K, C> {
+    fn default() -> Self {
+        IdlePool {
+            by_key: HashMap::default(),
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, C> IdlePool<K, C> {
+    /// The newest idle connection for `key` that `usable` accepts; expired or unusable
+    /// ones met on the way are dropped.
+    fn take(&mut self, key: &K, usable: impl Fn(&C) -> bool) -> Option<C> {
+        let list = self.by_key.get_mut(key)?;
+        let now = Instant::now();
+        while let Some((since, conn)) = list.pop() {
+            if now.duration_since(since) < IDLE_TIMEOUT && usable(&conn) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keep `conn` for reuse. With `sweep`, first drop the connections that expired or
+    /// that `alive` rejects, and endpoints left with none, so the pool stays
+    /// proportional to the endpoints in use.
+    fn put(&mut self, key: K, conn: C, sweep: bool, alive: impl Fn(&C) -> bool) {
+        let now = Instant::now();
+        if sweep {
+            self.by_key.retain(|_, list| {
+                list.retain(|(since, c)| now.duration_since(*since) < IDLE_TIMEOUT && alive(c));
+                !list.is_empty()
+            });
+        }
+        let list = self.by_key.entry(key).or_default();
+        if list.len() >= MAX_IDLE_PER_KEY {
+            list.remove(0);
+        }
+        list.push((now, conn));
+    }
+}
+
+/// Lock a pool. A panic while holding the lock cannot leave a pool inconsistent (every
+/// critical section is a single insert, removal or sweep), so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// An upstream response body: from airgate's own HTTP/1.1 client, or from hyper's
 /// (TLS, HTTP/2, upgrades).
@@ -339,8 +388,10 @@ impl IdleConn {
 
 /// The upstream connection pools. Lives outside snapshots, for the whole process.
 pub struct Upstreams {
-    idle_h1: Mutex<IdleH1>,
-    idle_hyper: Mutex<IdlePool>,
+    /// Connections of airgate's own client ([`h1`], plain-HTTP upstreams).
+    idle_h1: Mutex<IdlePool<SocketAddr, h1::Conn>>,
+    /// hyper's HTTP/1.1 connections (HTTPS upstreams).
+    idle_hyper: Mutex<IdlePool<PoolKey, http1::SendRequest<ProxyBody>>>,
     h2: Mutex<HashMap<PoolKey, http2::SendRequest<ProxyBody>, FastHash>>,
     /// Recycles since the last sweep of dead and expired pool entries.
     recycled: AtomicUsize,
@@ -372,8 +423,8 @@ impl Upstreams {
 
     fn with_tls(tls_h1: Option<Arc<ClientConfig>>, tls_h2: Option<Arc<ClientConfig>>) -> Arc<Self> {
         Arc::new(Upstreams {
-            idle_h1: Mutex::new(HashMap::default()),
-            idle_hyper: Mutex::new(HashMap::default()),
+            idle_h1: Mutex::default(),
+            idle_hyper: Mutex::default(),
             h2: Mutex::new(HashMap::default()),
             recycled: AtomicUsize::new(0),
             dns: dns::DnsCache::default(),
@@ -521,12 +572,13 @@ impl Upstreams {
         let mut body = Some(body);
         let mut last_error = None;
         for addr in candidates.iter() {
-            let home = h1::Home {
+            // Where the connection goes back; made per attempt, it is moved into the body.
+            let home = || h1::Home {
                 pools: Arc::downgrade(self),
                 addr,
             };
             if let Some(conn) = self.checkout_h1(addr) {
-                match h1::exchange(conn, &head, &mut body, true, read_timeout, home.clone()).await {
+                match h1::exchange(conn, &head, &mut body, true, read_timeout, home()).await {
                     Ok(response) => return Ok(Exchange::h1(response, addr)),
                     // A kept-alive connection the upstream closed as we reused it.
                     Err(h1::Failure::Retry(e)) => {
@@ -543,7 +595,7 @@ impl Upstreams {
                     continue;
                 }
             };
-            return h1::exchange(conn, &head, &mut body, false, read_timeout, home)
+            return h1::exchange(conn, &head, &mut body, false, read_timeout, home())
                 .await
                 .map(|response| Exchange::h1(response, addr))
                 .map_err(h1::Failure::into_error);
@@ -553,41 +605,19 @@ impl Upstreams {
         }))
     }
 
-    fn lock_h1(&self) -> std::sync::MutexGuard<'_, IdleH1> {
-        // As `lock_idle`: every critical section is a single insert/pop.
-        self.idle_h1.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn checkout_h1(&self, addr: SocketAddr) -> Option<h1::Conn> {
-        let mut idle = self.lock_h1();
-        let list = idle.get_mut(&addr)?;
-        let now = Instant::now();
-        while let Some((since, conn)) = list.pop() {
-            if now.duration_since(since) < IDLE_TIMEOUT && conn.is_quiet() {
-                return Some(conn);
-            }
-        }
-        None
+        lock(&self.idle_h1).take(&addr, h1::Conn::is_quiet)
     }
 
     /// Give back a connection of airgate's own client whose response has been read.
     fn pool_h1(&self, addr: SocketAddr, conn: h1::Conn) {
-        let sweep = self.recycled.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0;
-        let now = Instant::now();
-        let mut idle = self.lock_h1();
-        if sweep {
-            idle.retain(|_, list| {
-                list.retain(|(since, conn)| {
-                    now.duration_since(*since) < IDLE_TIMEOUT && conn.is_quiet()
-                });
-                !list.is_empty()
-            });
-        }
-        let list = idle.entry(addr).or_default();
-        if list.len() >= MAX_IDLE_PER_KEY {
-            list.remove(0);
-        }
-        list.push((now, conn));
+        let sweep = self.sweep_due();
+        lock(&self.idle_h1).put(addr, conn, sweep, h1::Conn::is_quiet);
+    }
+
+    /// Every [`SWEEP_EVERY`]th connection given back also sweeps its pool.
+    fn sweep_due(&self) -> bool {
+        self.recycled.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0
     }
 
     fn tls_for(&self, protocol: UpstreamProtocol) -> Option<Arc<ClientConfig>> {
@@ -598,23 +628,11 @@ impl Upstreams {
         }
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, IdlePool> {
-        // A panic while holding the lock cannot leave the map inconsistent (every
-        // critical section is a single insert/pop), so poisoning is ignored.
-        self.idle_hyper.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_h2(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<PoolKey, http2::SendRequest<ProxyBody>, FastHash>> {
-        self.h2.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn checkout(&self, key: &PoolKey) -> Option<Sender> {
         if key.protocol == protocol_id(UpstreamProtocol::H2)
             || key.protocol == protocol_id(UpstreamProtocol::H2c)
         {
-            let mut h2 = self.lock_h2();
+            let mut h2 = lock(&self.h2);
             match h2.get(key) {
                 Some(s) if !s.is_closed() => return Some(Sender::H2(s.clone())),
                 Some(_) => {
@@ -624,34 +642,20 @@ impl Upstreams {
             }
             return None;
         }
-        let mut idle = self.lock_idle();
-        let list = idle.get_mut(key)?;
-        let now = Instant::now();
-        while let Some((since, sender)) = list.pop() {
-            if now.duration_since(since) < IDLE_TIMEOUT && sender.is_ready() {
-                return Some(Sender::H1(sender));
-            }
-        }
-        None
+        lock(&self.idle_hyper)
+            .take(key, http1::SendRequest::is_ready)
+            .map(Sender::H1)
     }
 
     fn pool_idle(&self, key: PoolKey, sender: http1::SendRequest<ProxyBody>) {
-        let sweep = self.recycled.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0;
-        let mut idle = self.lock_idle();
-        if sweep {
-            sweep_idle(&mut idle, Instant::now());
-        }
-        let list = idle.entry(key).or_default();
-        if list.len() >= MAX_IDLE_PER_KEY {
-            list.remove(0);
-        }
-        list.push((Instant::now(), sender));
+        let sweep = self.sweep_due();
+        lock(&self.idle_hyper).put(key, sender, sweep, |s| !s.is_closed());
     }
 
     /// Remember a new h2 connection, forgetting closed ones (endpoints come and go as
     /// pods do; without this the map would only grow).
     fn remember_h2(&self, key: PoolKey, sender: http2::SendRequest<ProxyBody>) {
-        let mut h2 = self.lock_h2();
+        let mut h2 = lock(&self.h2);
         h2.retain(|_, s| !s.is_closed());
         h2.insert(key, sender);
     }
@@ -693,7 +697,7 @@ impl Upstreams {
                     // An h2 connection that hands the request back unsent is closed.
                     if matches!(sender, Sender::H2(_)) && returned.is_some() {
                         if let Some(key) = &pool_key {
-                            self.lock_h2().remove(key);
+                            lock(&self.h2).remove(key);
                         }
                     }
                     Err((
@@ -749,15 +753,14 @@ fn replayable(request: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
 /// Recycles between sweeps of the idle pool.
 const SWEEP_EVERY: usize = 256;
 
-/// Drop idle connections that closed or expired, and endpoints left with none, so the
-/// pool stays proportional to the endpoints in use.
-fn sweep_idle(idle: &mut IdlePool, now: Instant) {
-    idle.retain(|_, list| {
-        list.retain(|(since, sender)| {
-            now.duration_since(*since) < IDLE_TIMEOUT && !sender.is_closed()
-        });
-        !list.is_empty()
-    });
+/// A TCP connection to an upstream, with Nagle's algorithm off (requests and responses
+/// are written whole; nothing waits for more to coalesce).
+async fn open_tcp(addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| UpstreamError::Connect { addr, source })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 /// Open a new connection (TCP, optional TLS, HTTP handshake) within `timeout`.
@@ -770,10 +773,7 @@ async fn connect(
 ) -> Result<Sender, UpstreamError> {
     let addr = key.addr;
     let connecting = async {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|source| UpstreamError::Connect { addr, source })?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = open_tcp(addr).await?;
         if is_tls(protocol) {
             let name = match &key.server_name {
                 Some(n) => ServerName::try_from(n.clone())

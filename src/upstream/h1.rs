@@ -63,11 +63,9 @@ impl std::fmt::Debug for Conn {
 
 impl Conn {
     pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, UpstreamError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let stream = tokio::time::timeout(timeout, super::open_tcp(addr))
             .await
-            .map_err(|_| UpstreamError::ConnectTimeout { addr, timeout })?
-            .map_err(|source| UpstreamError::Connect { addr, source })?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|_| UpstreamError::ConnectTimeout { addr, timeout })??;
         Ok(Conn {
             stream,
             read: BytesMut::new(),
@@ -198,7 +196,7 @@ fn content_length(value: &HeaderValue) -> Option<u64> {
 }
 
 /// Where a connection goes back once its response has been read.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Home {
     pub pools: Weak<Upstreams>,
     pub addr: SocketAddr,
@@ -241,18 +239,14 @@ pub async fn exchange(
     if head.framing == Framing::Empty {
         if let Err(e) = write_out(&conn.stream, &head.bytes, false).await {
             // Nothing reached an upstream that closed the connection: safe to resend.
-            return Err(if reused {
-                Failure::Retry(io_error(addr, e))
-            } else {
-                Failure::Fatal(io_error(addr, e))
-            });
+            return Err(io_failure(reused, addr, e));
         }
     } else {
         // A request with a body is sent once: its body is consumed as it goes.
         let Some(request_body) = body.take() else {
             return Err(protocol(addr, "the request body was already sent"));
         };
-        body_complete = send_body(&conn.stream, head, head.framing, request_body, addr)
+        body_complete = send_body(&conn.stream, head, request_body, addr)
             .await
             .map_err(Failure::Fatal)?;
     }
@@ -268,16 +262,17 @@ pub async fn exchange(
                 Parsed::Partial => {}
             }
             match conn.poll_fill(cx, HEAD_READ) {
-                Poll::Ready(Ok(0)) => {
-                    let e = io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the upstream closed the connection before a complete response head",
-                    );
-                    return Poll::Ready(Err(retry_if(reused && !received_any, head, addr, e)));
-                }
-                Poll::Ready(Ok(_)) => received_any = true,
-                Poll::Ready(Err(e)) => {
-                    return Poll::Ready(Err(retry_if(reused && !received_any, head, addr, e)));
+                Poll::Ready(Ok(n)) if n > 0 => received_any = true,
+                // Closed (a read of 0) or failed before a whole head arrived.
+                Poll::Ready(read) => {
+                    let e = read.err().unwrap_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the upstream closed the connection before a complete response head",
+                        )
+                    });
+                    let retry = reused && !received_any && head.replayable;
+                    return Poll::Ready(Err(io_failure(retry, addr, e)));
                 }
                 Poll::Pending => {
                     return match sleep.as_mut().poll(cx) {
@@ -300,44 +295,9 @@ pub async fn exchange(
         version,
         headers,
     } = parsed;
-    let mut keep_alive = body_complete && wants_keep_alive(version, &headers);
-    let state = if head.head_method
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        State::Done
-    } else if let Some(te) = last_transfer_coding(&headers) {
-        // A Content-Length beside Transfer-Encoding is ignored (RFC 9112 6.3), and such
-        // a message may be a smuggling attempt: the connection is not reused.
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            keep_alive = false;
-        }
-        if te.eq_ignore_ascii_case(b"chunked") {
-            State::ChunkSize
-        } else {
-            keep_alive = false;
-            State::Eof
-        }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        // Every field must give the same valid length.
-        let mut length = None;
-        for value in headers.get_all(header::CONTENT_LENGTH) {
-            match content_length(value) {
-                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                _ => {
-                    return Err(protocol(
-                        addr,
-                        "the upstream sent an invalid Content-Length",
-                    ));
-                }
-            }
-        }
-        State::Length(length.unwrap_or(0))
-    } else {
-        keep_alive = false;
-        State::Eof
-    };
+    let (state, framed) = response_framing(head.head_method, status, &headers)
+        .map_err(|reason| protocol(addr, reason))?;
+    let keep_alive = body_complete && framed && wants_keep_alive(version, &headers);
     let mut response = Response::new(RawBody::new(conn, state, keep_alive, home));
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -345,8 +305,8 @@ pub async fn exchange(
     Ok(response)
 }
 
-fn retry_if(retry: bool, head: &Head, addr: SocketAddr, e: io::Error) -> Failure {
-    if retry && head.replayable {
+fn io_failure(retry: bool, addr: SocketAddr, e: io::Error) -> Failure {
+    if retry {
         Failure::Retry(io_error(addr, e))
     } else {
         Failure::Fatal(io_error(addr, e))
@@ -358,7 +318,6 @@ fn retry_if(retry: bool, head: &Head, addr: SocketAddr, e: io::Error) -> Failure
 async fn send_body(
     stream: &TcpStream,
     head: &Head,
-    framing: Framing,
     mut body: ProxyBody,
     addr: SocketAddr,
 ) -> Result<bool, UpstreamError> {
@@ -367,12 +326,15 @@ async fn send_body(
         Flush,
         Answered,
     }
+    let framing = head.framing;
     let mut out = Vec::with_capacity(head.bytes.len() + 1024);
     out.extend_from_slice(&head.bytes);
     let mut sent: u64 = 0;
-    let too_long = || UpstreamError::Protocol {
-        addr,
-        reason: "the request body is longer than its Content-Length",
+    // Write `bytes`; `Ok(true)` when the upstream answered instead.
+    let write = async |bytes: &[u8]| {
+        write_out(stream, bytes, true)
+            .await
+            .map_err(|e| io_error(addr, e))
     };
     loop {
         let step = std::future::poll_fn(|cx| {
@@ -390,10 +352,7 @@ async fn send_body(
         match step {
             Step::Answered => return Ok(false),
             Step::Flush => {
-                if write_out(stream, &out, true)
-                    .await
-                    .map_err(|e| io_error(addr, e))?
-                {
+                if write(&out).await? {
                     return Ok(false);
                 }
                 out.clear();
@@ -411,7 +370,10 @@ async fn send_body(
                 }
                 sent += data.len() as u64;
                 if matches!(framing, Framing::Length(n) if sent > n) {
-                    return Err(too_long());
+                    return Err(UpstreamError::Protocol {
+                        addr,
+                        reason: "the request body is longer than its Content-Length",
+                    });
                 }
                 if framing == Framing::Chunked {
                     let mut line = [0u8; 18];
@@ -421,24 +383,17 @@ async fn send_body(
                 if data.len() <= COALESCE {
                     out.extend_from_slice(&data);
                 } else {
-                    let answered = write_out(stream, &out, true).await;
-                    if answered.map_err(|e| io_error(addr, e))? {
+                    // Large frames go out from where they are, after what is waiting.
+                    if write(&out).await? || write(&data).await? {
                         return Ok(false);
                     }
                     out.clear();
-                    let answered = write_out(stream, &data, true).await;
-                    if answered.map_err(|e| io_error(addr, e))? {
-                        return Ok(false);
-                    }
                 }
                 if framing == Framing::Chunked {
                     out.extend_from_slice(b"\r\n");
                 }
                 if out.len() >= COALESCE {
-                    if write_out(stream, &out, true)
-                        .await
-                        .map_err(|e| io_error(addr, e))?
-                    {
+                    if write(&out).await? {
                         return Ok(false);
                     }
                     out.clear();
@@ -454,8 +409,7 @@ async fn send_body(
                 if framing == Framing::Chunked {
                     out.extend_from_slice(b"0\r\n\r\n");
                 }
-                let answered = write_out(stream, &out, true).await;
-                return Ok(!answered.map_err(|e| io_error(addr, e))?);
+                return Ok(!write(&out).await?);
             }
         }
     }
@@ -585,6 +539,46 @@ fn parse_head(buf: &mut BytesMut, addr: SocketAddr) -> Result<Parsed, Failure> {
         version,
         headers,
     }))
+}
+
+/// How the response body is delimited (RFC 9112 6.3), and whether that leaves the
+/// connection fit for another request. `Err`: the framing is invalid.
+fn response_framing(
+    head_method: bool,
+    status: StatusCode,
+    headers: &HeaderMap,
+) -> Result<(State, bool), &'static str> {
+    if head_method
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((State::Done, true));
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter().peekable();
+    if let Some(te) = last_transfer_coding(headers) {
+        // A Content-Length beside Transfer-Encoding is ignored, and such a message may
+        // be a smuggling attempt: the connection is not reused.
+        let chunked = te.eq_ignore_ascii_case(b"chunked");
+        let state = if chunked {
+            State::ChunkSize
+        } else {
+            State::Eof
+        };
+        return Ok((state, chunked && lengths.peek().is_none()));
+    }
+    if lengths.peek().is_none() {
+        return Ok((State::Eof, false));
+    }
+    // Every field must give the same valid length.
+    let mut length = None;
+    for value in lengths {
+        match content_length(value) {
+            Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+            _ => return Err("the upstream sent an invalid Content-Length"),
+        }
+    }
+    Ok((State::Length(length.unwrap_or(0)), true))
 }
 
 /// Whether the message's `Connection` lets the connection stay open after it.
@@ -1193,10 +1187,7 @@ mod tests {
         send(&pools, &upstream, post).await.unwrap();
 
         // A body of unknown length, sent as it comes.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
-        let mut streamed = get("/v1/chat");
-        *streamed.method_mut() = Method::POST;
-        *streamed.body_mut() = StreamBody::new(tokio_stream_from(rx)).boxed_unsync();
+        let (tx, streamed) = streamed_post("/v1/chat", 4);
         let sending = tokio::spawn(async move {
             for part in ["first ", "second"] {
                 tx.send(Ok(Frame::data(Bytes::from_static(part.as_bytes()))))
@@ -1233,11 +1224,16 @@ mod tests {
         assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
     }
 
-    /// A stream of frames from a channel, as a body.
-    fn tokio_stream_from(
-        mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
-    ) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BoxError>> {
-        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    type FrameSender = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>;
+
+    /// A POST whose body of unknown length is what is sent on the channel, as it comes.
+    fn streamed_post(path: &str, capacity: usize) -> (FrameSender, Request<ProxyBody>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(capacity);
+        let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let mut post = get(path);
+        *post.method_mut() = Method::POST;
+        *post.body_mut() = StreamBody::new(frames).boxed_unsync();
+        (tx, post)
     }
 
     #[tokio::test]
@@ -1254,14 +1250,11 @@ mod tests {
         let pools = Upstreams::without_tls();
         let upstream = upstream(server.addr);
         // The client keeps sending and never ends its body.
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let (tx, upload) = streamed_post("/v1/files", 1);
         let feeding = tokio::spawn(async move {
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             while tx.send(Ok(Frame::data(chunk.clone()))).await.is_ok() {}
         });
-        let mut upload = get("/v1/files");
-        *upload.method_mut() = Method::POST;
-        *upload.body_mut() = StreamBody::new(tokio_stream_from(rx)).boxed_unsync();
         let exchange = send(&pools, &upstream, upload).await.unwrap();
         assert_eq!(exchange.response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(read_body(exchange).await.unwrap().0, b"big!");
