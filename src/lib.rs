@@ -11,6 +11,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod http1;
 pub mod policy;
 pub mod proxy;
 pub mod runtime;

@@ -8,6 +8,7 @@ mod body;
 mod errors;
 mod forward;
 mod headers;
+mod http1;
 mod pipeline;
 mod server;
 mod upgrade;

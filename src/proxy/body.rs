@@ -1,5 +1,7 @@
 //! Body wrappers. Nothing here buffers: every frame is passed on as soon as it arrives.
 //!
+//! - [`InboundBody`]: the client's request body as a connection delivered it: streamed
+//!   by hyper, or already read whole by airgate's own HTTP/1.1 server side.
 //! - [`RequestBody`]: the client's body on its way upstream, enforcing the route's body
 //!   limit (chunked bodies are cut off when they grow past it) and the send stall limit.
 //! - [`UpstreamBody`]: the upstream's body on its way back, ending the stream when the
@@ -67,10 +69,62 @@ impl BodyVerdict {
     }
 }
 
+/// The client's request body.
+#[derive(Debug)]
+pub enum InboundBody {
+    /// Streamed from the connection by hyper (HTTP/2, and HTTP/1.1 requests airgate's
+    /// own server side hands over).
+    Streamed(Incoming),
+    /// Read whole with its head (`None`: no body).
+    Whole(Option<Bytes>),
+}
+
+impl InboundBody {
+    /// Whether the client may still be sending it, unread: an early answer then has to
+    /// drain it before closing (see `pipeline::linger`).
+    pub fn into_unread(self) -> Option<Incoming> {
+        match self {
+            InboundBody::Streamed(incoming) if !incoming.is_end_stream() => Some(incoming),
+            _ => None,
+        }
+    }
+}
+
+impl Body for InboundBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            InboundBody::Streamed(incoming) => Pin::new(incoming).poll_frame(cx),
+            InboundBody::Whole(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            InboundBody::Streamed(incoming) => incoming.is_end_stream(),
+            InboundBody::Whole(data) => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            InboundBody::Streamed(incoming) => incoming.size_hint(),
+            InboundBody::Whole(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
 pin_project! {
     pub struct RequestBody {
         #[pin]
-        inner: Incoming,
+        inner: InboundBody,
         limit: Option<u64>,
         seen: u64,
         stall: Duration,
@@ -82,7 +136,7 @@ pin_project! {
 
 impl RequestBody {
     pub fn new(
-        inner: Incoming,
+        inner: InboundBody,
         limit: Option<u64>,
         stall: Duration,
         verdict: BodyVerdict,

@@ -6,11 +6,10 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
-use super::body::{BodyVerdict, RequestBody, UpstreamBody};
+use super::body::{BodyVerdict, InboundBody, RequestBody, UpstreamBody};
 use super::errors::json_error;
 use super::headers::{self, Forwarding};
 use super::pipeline::{Ctx, too_large};
@@ -54,7 +53,7 @@ pub async fn forward(
     route: &Route,
     upstream: &Upstream,
     parts: &mut Parts,
-    body: &mut Option<Incoming>,
+    body: &mut Option<InboundBody>,
     copy: &HeaderMap,
 ) -> (Response<ProxyBody>, bool) {
     let Some(body) = body.take() else {
@@ -166,7 +165,7 @@ fn prepare(
     route: &Route,
     upstream: &Upstream,
     parts: &mut Parts,
-    body: Incoming,
+    body: InboundBody,
     copy: &HeaderMap,
 ) -> Result<Outgoing, Response<ProxyBody>> {
     let policy = &route.policy;

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Versio
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::{ClientBody, LoggedRequest, RequestLog};
+use super::body::{ClientBody, InboundBody, LoggedRequest, RequestLog};
 use super::errors::{self, json_error};
 use super::headers::{self, ConnHeaders, RoutingHost};
 use super::server::{Lifecycle, Shared};
@@ -96,7 +96,7 @@ pub fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     life: Lifecycle,
-    request: Request<Incoming>,
+    request: Request<InboundBody>,
 ) -> impl Future<Output = Response<ClientBody>> + Send {
     let (mut parts, body) = request.into_parts();
     let snapshot = shared.runtime.load();
@@ -133,7 +133,7 @@ pub fn handle(
     let mut body = Some(body);
     async move {
         let (mut response, streaming) = run(&mut ctx, &shared, &life, &mut parts, &mut body).await;
-        if let Some(unread) = body.take().filter(|b| !hyper::body::Body::is_end_stream(b)) {
+        if let Some(unread) = body.take().and_then(InboundBody::into_unread) {
             // Answered before reading the body (413, 403, 429, a denial...): close the
             // connection once the client is done sending, like nginx's lingering close.
             // Closing at once would reset a client still writing its upload, and it would
@@ -173,7 +173,7 @@ async fn run(
     shared: &Shared,
     life: &Lifecycle,
     parts: &mut Parts,
-    body: &mut Option<Incoming>,
+    body: &mut Option<InboundBody>,
 ) -> (Response<ProxyBody>, bool) {
     let Some(route) = ctx
         .snapshot

@@ -32,9 +32,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody, UpstreamError, Upstreams};
+use crate::http1::{HeadSpans, MAX_HEADERS, content_length, has_token, hex_size, put_field};
 
-/// Most header fields accepted in a response head (hyper's default).
-const MAX_HEADERS: usize = 100;
 /// Largest response head (status line and fields) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Longest chunk-size line accepted (the size and any chunk extensions).
@@ -113,7 +112,10 @@ impl Head {
         let mut framing = if body.is_end_stream() {
             Framing::Empty
         } else {
-            match headers.get(header::CONTENT_LENGTH).and_then(content_length) {
+            match headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| content_length(v.as_bytes()))
+            {
                 Some(n) => Framing::Length(n),
                 None => match body.size_hint().exact() {
                     Some(n) => Framing::Length(n),
@@ -162,37 +164,6 @@ impl Head {
                 && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS),
         }
     }
-}
-
-fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A `Content-Length` value: one decimal number, or a list of the same number repeated
-/// (RFC 9110 8.6). Anything else is `None`.
-fn content_length(value: &HeaderValue) -> Option<u64> {
-    let mut found = None;
-    for part in value.as_bytes().split(|&b| b == b',') {
-        let part = part.trim_ascii();
-        if part.is_empty() {
-            return None;
-        }
-        let mut n: u64 = 0;
-        for &b in part {
-            if !b.is_ascii_digit() {
-                return None;
-            }
-            n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-        }
-        if found.is_some_and(|f| f != n) {
-            return None;
-        }
-        found = Some(n);
-    }
-    found
 }
 
 /// Where a connection goes back once its response has been read.
@@ -415,19 +386,6 @@ async fn send_body(
     }
 }
 
-/// `n` in hexadecimal, for a chunk-size line.
-fn hex_size(mut n: usize, buf: &mut [u8; 18]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
-}
-
 /// Write all of `buf`. With `watch_answer`, give up as soon as the upstream has
 /// something to say (`Ok(true)`): an upstream that answers early may stop reading.
 async fn write_out(stream: &TcpStream, mut buf: &[u8], watch_answer: bool) -> io::Result<bool> {
@@ -508,32 +466,10 @@ fn parse_head(buf: &mut BytesMut, addr: SocketAddr) -> Result<Parsed, Failure> {
     } else {
         Version::HTTP_11
     };
-    // Header values are slices of the head's own bytes, not copies.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let count = response.headers.len();
-    for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (
-            name as u32,
-            (name + h.name.len()) as u32,
-            value as u32,
-            (value + h.value.len()) as u32,
-        );
-    }
-    let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]);
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize));
-        match (name, value) {
-            (Ok(name), Ok(value)) => {
-                headers.append(name, value);
-            }
-            _ => return Err(protocol(addr, "the upstream sent an invalid header field")),
-        }
-    }
+    let spans = HeadSpans::record(buf, response.headers);
+    let Ok((_, headers)) = spans.split(buf, len) else {
+        return Err(protocol(addr, "the upstream sent an invalid header field"));
+    };
     Ok(Parsed::Final(ParsedHead {
         status,
         version,
@@ -573,7 +509,7 @@ fn response_framing(
     // Every field must give the same valid length.
     let mut length = None;
     for value in lengths {
-        match content_length(value) {
+        match content_length(value.as_bytes()) {
             Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
             _ => return Err("the upstream sent an invalid Content-Length"),
         }
@@ -584,11 +520,10 @@ fn response_framing(
 /// Whether the message's `Connection` lets the connection stay open after it.
 fn wants_keep_alive(version: Version, headers: &HeaderMap) -> bool {
     let has = |token: &str| {
-        headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-        })
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v.as_bytes(), token))
     };
     if version == Version::HTTP_10 {
         has("keep-alive")
@@ -1291,19 +1226,5 @@ mod tests {
         assert!(matches!(result, Err(UpstreamError::ResponseTimeout { .. })));
         drop(result);
         holding.await.unwrap();
-    }
-
-    #[test]
-    fn content_length_values() {
-        let cl = |s: &'static str| content_length(&HeaderValue::from_static(s));
-        assert_eq!(cl("42"), Some(42));
-        assert_eq!(cl("42, 42"), Some(42));
-        assert_eq!(cl("42, 43"), None);
-        assert_eq!(cl("+42"), None);
-        assert_eq!(cl(""), None);
-        assert_eq!(cl("99999999999999999999"), None);
-        let mut buf = [0u8; 18];
-        assert_eq!(hex_size(0, &mut buf), b"0");
-        assert_eq!(hex_size(0x1f40, &mut buf), b"1f40");
     }
 }
