@@ -1,8 +1,12 @@
 //! HTTP/1.1 message syntax shared by airgate's own server side (`proxy::http1`) and its
 //! upstream client (`upstream::h1`): header fields kept as slices of the head they were
 //! read in, `Content-Length` values, chunk-size lines and `Connection` tokens.
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::io::AsyncRead;
 
 /// Header fields per message, as hyper's default: parsed into a stack array.
 pub const MAX_HEADERS: usize = 100;
@@ -52,6 +56,20 @@ impl HeadSpans {
         }
         Ok((head, headers))
     }
+}
+
+/// Read more into `buf`, first making room for about `room` bytes when less than a
+/// quarter of that is free (so a buffer is not grown for every read).
+pub fn poll_read_more<R: AsyncRead + Unpin>(
+    io: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    room: usize,
+) -> Poll<std::io::Result<usize>> {
+    if buf.capacity() - buf.len() < room / 4 {
+        buf.reserve(room);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
 /// `name: value\r\n`.

@@ -24,13 +24,16 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, header};
 use http_body::Body;
+use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::body::{ClientBody, InboundBody};
 use super::pipeline::{self, ConnInfo};
 use super::server::{Lifecycle, Shared};
-use crate::http1::{HeadSpans, MAX_HEADERS, content_length, has_token, hex_size, put_field};
+use crate::http1::{
+    HeadSpans, MAX_HEADERS, content_length, has_token, hex_size, poll_read_more, put_field,
+};
 
 /// Room read at a time for request heads (and bodies that come with them).
 const READ_BUF: usize = 8 * 1024;
@@ -129,14 +132,11 @@ impl HeadTimer {
     where
         I: AsyncRead + Unpin,
     {
-        if read.capacity() - read.len() < READ_BUF / 4 {
-            read.reserve(READ_BUF);
-        }
         std::future::poll_fn(|cx| {
             if read.is_empty() && draining.load(Ordering::Acquire) {
                 return Poll::Ready(false);
             }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, read) {
+            match poll_read_more(&mut *io, cx, read, READ_BUF) {
                 Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
                 Poll::Ready(Err(_)) => Poll::Ready(false),
                 Poll::Pending if self.expired(cx) => Poll::Ready(false),
@@ -161,7 +161,7 @@ impl HeadTimer {
     }
 }
 
-struct Incoming {
+struct ParsedRequest {
     request: Request<InboundBody>,
     keep_alive: bool,
     head_method: bool,
@@ -171,7 +171,7 @@ struct Incoming {
 #[allow(clippy::large_enum_variant)]
 enum Next {
     Partial,
-    Request(Incoming),
+    Request(ParsedRequest),
     HandOver,
 }
 
@@ -244,7 +244,7 @@ fn next_request(read: &mut BytesMut, max_head: usize) -> Next {
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
-    Next::Request(Incoming {
+    Next::Request(ParsedRequest {
         request,
         keep_alive,
         head_method,
@@ -344,16 +344,14 @@ where
     if !has_date {
         put_date(out);
     }
-    match (framing, length_field) {
-        (_, Some(n)) if !no_content => {
-            put_field(
-                out,
-                b"content-length",
-                itoa::Buffer::new().format(n).as_bytes(),
-            );
-        }
-        (Framing::Chunked, _) => put_field(out, b"transfer-encoding", b"chunked"),
-        _ => {}
+    if let Some(n) = length_field {
+        put_field(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
+    } else if framing == Framing::Chunked {
+        put_field(out, b"transfer-encoding", b"chunked");
     }
     out.extend_from_slice(b"\r\n");
 
@@ -371,9 +369,9 @@ where
     while !body.is_end_stream() {
         // Whatever is ready goes out together; before waiting for more, what is
         // buffered is sent (a stream's head and each event leave at once).
-        let frame = match std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).now_or_never() {
+        let frame = match body.frame().now_or_never() {
             Some(frame) => frame,
-            None if out.is_empty() => std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await,
+            None if out.is_empty() => body.frame().await,
             None => {
                 io.write_all(out).await?;
                 io.flush().await?;

@@ -32,7 +32,9 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use super::{BoxError, ProxyBody, UpstreamError, Upstreams};
-use crate::http1::{HeadSpans, MAX_HEADERS, content_length, has_token, hex_size, put_field};
+use crate::http1::{
+    HeadSpans, MAX_HEADERS, content_length, has_token, hex_size, poll_read_more, put_field,
+};
 
 /// Largest response head (status line and fields) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -80,10 +82,7 @@ impl Conn {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>, room: usize) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < room / 4 {
-            self.read.reserve(room);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read)
+        poll_read_more(&mut self.stream, cx, &mut self.read, room)
     }
 }
 
